@@ -1,0 +1,12 @@
+"""gapops: a fused, memory-lean CLIP contrastive loss and modality-gap studies."""
+from ._dispatch import backends
+from ._version import __version__
+from .loss import ContrastiveLoss, contrastive_loss
+
+__all__ = ["contrastive_loss", "ContrastiveLoss", "backends", "build_info", "__version__"]
+
+
+def build_info() -> dict:
+    """What the compiled extension was built with (CPU, CUDA, CUDA archs), or why it is missing."""
+    from ._extension import build_info as _build_info
+    return _build_info()

@@ -1,0 +1,130 @@
+"""The backend table: which strip implementation serves which device, and why one is unavailable.
+
+Every backend provides DESIGN.md's two strip kernels with the same signatures as
+``gapops.reference.reference_strip_forward`` / ``reference_strip_backward``:
+
+    strip_forward(a [n,d], b [m,d], scale 0-dim, offset) -> (row_lse [n], col_lse [m], pos [n])
+    strip_backward(a, b, scale, offset, row_lse [n], col_lse [m], g_row [n], g_col [m],
+                   deterministic) -> (dA [n,d], dB [m,d], dscale 0-dim)
+
+``a`` and ``b`` share dtype and device and may have any strides; statistics and ``scale`` are in the
+accumulation dtype (float32, float64 for float64 features).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from . import _extension
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    device_types: tuple
+    # () -> None when usable, else a sentence saying why not
+    why_unavailable: Callable[[], Optional[str]]
+    # () -> (strip_forward, strip_backward); imported lazily so `import gapops` stays light
+    kernels: Callable[[], tuple]
+
+
+def _reference_kernels():
+    from .reference import reference_strip_backward, reference_strip_forward
+    return reference_strip_forward, reference_strip_backward
+
+
+def _native_kernels():
+    _extension.load()  # registers torch.ops.gapops.strip_* as a side effect
+    return torch.ops.gapops.strip_forward, _native_backward
+
+
+def _native_backward(a, b, scale, offset, row_lse, col_lse, g_row, g_col, deterministic=False):
+    return torch.ops.gapops.strip_backward(a, b, scale, offset, row_lse, col_lse, g_row, g_col,
+                                           deterministic)
+
+
+def _extension_missing() -> Optional[str]:
+    return _extension.load()[1]
+
+
+def _cpu_unavailable() -> Optional[str]:
+    return _extension_missing()
+
+
+def _cuda_unavailable() -> Optional[str]:
+    why = _extension_missing()
+    if why:
+        return why
+    if not _extension.build_info().get("cuda"):
+        return "the extension was built without CUDA (no nvcc or CUDA torch at build time, " \
+               "or GAPOPS_SKIP_CUDA_BUILD=1)"
+    if not torch.cuda.is_available():
+        return "no CUDA device is visible"
+    return None
+
+
+def triton_interpreted() -> bool:
+    """True when Triton kernels run on the CPU through TRITON_INTERPRET=1."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _triton_unavailable() -> Optional[str]:
+    try:
+        import triton  # noqa: F401
+    except ImportError as e:
+        return f"triton is not installed ({e})"
+    if not (torch.cuda.is_available() or triton_interpreted()):
+        return "no CUDA device is visible (set TRITON_INTERPRET=1 to run the kernels on the CPU)"
+    return None
+
+
+def _triton_kernels():
+    from .triton_strip import strip_backward, strip_forward
+    return strip_forward, strip_backward
+
+
+BACKENDS = {
+    "reference": Backend("reference", ("cpu", "cuda"), lambda: None, _reference_kernels),
+    "cpu": Backend("cpu", ("cpu",), _cpu_unavailable, _native_kernels),
+    "triton": Backend("triton", ("cuda", "cpu"), _triton_unavailable, _triton_kernels),
+    "cuda": Backend("cuda", ("cuda",), _cuda_unavailable, _native_kernels),
+}
+
+# 'auto' tries these in order for each device type.
+AUTO_ORDER = {"cpu": ("cpu", "reference"), "cuda": ("triton", "cuda", "reference")}
+
+
+def backends() -> dict:
+    """Each backend's status: {"reference": "available", "triton": "<why not>", ...}."""
+    return {name: (be.why_unavailable() or "available") for name, be in BACKENDS.items()}
+
+
+def resolve(name: str, device: torch.device) -> Backend:
+    """The backend called ``name`` ('auto' picks one) for features on ``device``, or a ValueError."""
+    if name == "auto":
+        for candidate in AUTO_ORDER.get(device.type, ("reference",)):
+            be = BACKENDS[candidate]
+            if be.why_unavailable() is None:
+                return be
+        return BACKENDS["reference"]
+    if name not in BACKENDS:
+        raise ValueError(f"backend={name!r} is unknown; choose one of "
+                         f"{['auto', *BACKENDS]}")
+    be = BACKENDS[name]
+    if device.type not in be.device_types:
+        raise ValueError(f"backend={name!r} does not run on {device.type} tensors "
+                         f"(it runs on {', '.join(be.device_types)})")
+    if name == "triton" and device.type == "cpu" and not triton_interpreted():
+        raise ValueError("backend='triton' runs on CPU tensors only under TRITON_INTERPRET=1")
+    why = be.why_unavailable()
+    if why:
+        raise RuntimeError(f"backend={name!r} is not available: {why}")
+    return be
+
+
+def strip_kernels(name: str) -> tuple:
+    """(strip_forward, strip_backward) of backend ``name`` (already resolved)."""
+    return BACKENDS[name].kernels()

@@ -1,0 +1,124 @@
+"""Builds gapops._C: the CPU kernels always, the CUDA kernels when torch has CUDA and nvcc is found.
+
+Environment switches:
+  GAPOPS_SKIP_CUDA_BUILD=1   never compile csrc/cuda (CPU-only extension)
+  GAPOPS_FORCE_CUDA_BUILD=1  fail instead of skipping when CUDA cannot be built
+  GAPOPS_CUDA_ARCHS="80;90"  compute capabilities to compile for (default 80 and 90)
+  GAPOPS_CPU_SIMD=auto|avx2|none  vector ISA for the CPU kernels (auto: what this machine has)
+  MAX_JOBS=N                 parallel compile jobs (ninja), as torch's cpp_extension reads it
+  CUDA_HOME=/path            the CUDA toolkit (found from nvcc when unset)
+"""
+import glob
+import os
+import shutil
+import sys
+
+from setuptools import find_packages, setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "0").lower() in ("1", "true", "yes", "on")
+
+
+def _find_cuda_home():
+    """The real toolkit directory (with bin/nvcc and include/cuda.h), not a wrapper's prefix."""
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        real = os.path.realpath(nvcc)
+        candidates.append(os.path.dirname(os.path.dirname(real)))
+        try:  # a wrapper script such as `exec /usr/local/cuda-13.0/bin/nvcc "$@"`
+            with open(real, "rb") as f:
+                head = f.read(4096)
+            if head.startswith(b"#!"):
+                for tok in head.decode(errors="ignore").split():
+                    if tok.endswith("/bin/nvcc"):
+                        candidates.append(os.path.dirname(os.path.dirname(tok)))
+        except OSError:
+            pass
+    candidates += ["/usr/local/cuda"] + sorted(glob.glob("/usr/local/cuda-*"), reverse=True)
+    for c in candidates:
+        if c and os.path.isfile(os.path.join(c, "bin", "nvcc")) and \
+                os.path.isfile(os.path.join(c, "include", "cuda.h")):
+            return os.path.realpath(c)
+    return None
+
+
+CUDA_HOME = None if _env_flag("GAPOPS_SKIP_CUDA_BUILD") else _find_cuda_home()
+if CUDA_HOME:
+    os.environ["CUDA_HOME"] = CUDA_HOME  # before torch.utils.cpp_extension reads it
+
+import torch  # noqa: E402
+from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
+
+
+def _cpu_simd_flags():
+    choice = os.environ.get("GAPOPS_CPU_SIMD", "auto").lower()
+    if choice == "none":
+        return []
+    if choice == "avx2":
+        return ["-mavx2", "-mfma"]
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return []
+    return ["-mavx2", "-mfma"] if (" avx2" in flags and " fma" in flags) else []
+
+
+def _nvidia_wheel_includes():
+    """Headers torch's CUDA headers include (cublas, cusparse, ...) that ship in nvidia-* wheels."""
+    dirs = []
+    for site in sys.path:
+        base = os.path.join(site, "nvidia")
+        if os.path.isdir(base):
+            dirs += sorted(d for d in glob.glob(os.path.join(base, "*", "include")) if os.path.isdir(d))
+    return dirs
+
+
+def _cuda_reason_to_skip():
+    if _env_flag("GAPOPS_SKIP_CUDA_BUILD"):
+        return "GAPOPS_SKIP_CUDA_BUILD is set"
+    if torch.version.cuda is None:
+        return f"torch {torch.__version__} is a CPU-only build"
+    if CUDA_HOME is None:
+        return "nvcc was not found (set CUDA_HOME or put nvcc on PATH)"
+    return None
+
+
+def _cuda_archs():
+    archs = os.environ.get("GAPOPS_CUDA_ARCHS", "80;90").replace(",", ";")
+    return [a.strip() for a in archs.split(";") if a.strip()]
+
+
+def extensions():
+    cxx = ["-O3", "-fopenmp-simd", f'-DGAPOPS_TORCH_VERSION="{torch.__version__}"']
+    cxx += _cpu_simd_flags()
+    sources = ["csrc/ops.cpp", "csrc/cpu/strip.cpp"]
+    skip = _cuda_reason_to_skip()
+    if skip:
+        if _env_flag("GAPOPS_FORCE_CUDA_BUILD"):
+            raise RuntimeError(f"GAPOPS_FORCE_CUDA_BUILD is set but CUDA cannot be built: {skip}")
+        print(f"gapops: building the CPU kernels only: {skip}", file=sys.stderr)
+        return [CppExtension("gapops._C", sources, extra_compile_args={"cxx": cxx})]
+    archs = _cuda_archs()
+    print(f"gapops: building CPU + CUDA kernels (CUDA_HOME={CUDA_HOME}, archs {archs})",
+          file=sys.stderr)
+    gencode = []
+    for a in archs:
+        gencode += ["-gencode", f"arch=compute_{a},code=sm_{a}"]
+    nvcc = ["-O3", "-lineinfo", "--use_fast_math", "--expt-relaxed-constexpr",
+            "-DGAPOPS_WITH_CUDA", f'-DGAPOPS_CUDA_ARCHS="{";".join(archs)}"'] + gencode
+    cxx += ["-DGAPOPS_WITH_CUDA", f'-DGAPOPS_CUDA_ARCHS="{";".join(archs)}"']
+    sources += sorted(glob.glob("csrc/cuda/*.cu"))
+    return [CUDAExtension("gapops._C", sources, include_dirs=_nvidia_wheel_includes(),
+                          extra_compile_args={"cxx": cxx, "nvcc": nvcc})]
+
+
+setup(
+    packages=find_packages(include=["gapops", "gapops.*"]),
+    ext_modules=extensions(),
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+)
