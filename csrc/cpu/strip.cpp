@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "../common/tile_math.h"
+#include "simd_rows.h"
 #include "../common/strip_checks.h"
 
 namespace gapops {
@@ -56,9 +57,7 @@ void forward_tile(T* tile, const Tile& t, T s, int64_t offset, T* row_max, T* ro
     }
     const int64_t i = t.i0 + r;
     const T m_new = row_max[i] > mx ? row_max[i] : mx;
-    T sum = 0;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t j = 0; j < t.cols; ++j) sum += fast_exp(x[j] - m_new);
+    const T sum = sum_exp_shifted(x, m_new, t.cols);
     row_sum[i] = (row_max[i] == -std::numeric_limits<T>::infinity())
                      ? sum
                      : row_sum[i] * fast_exp(row_max[i] - m_new) + sum;
@@ -76,16 +75,8 @@ void forward_tile(T* tile, const Tile& t, T s, int64_t offset, T* row_max, T* ro
   }
   T* cmax = col_max + t.j0;
   T* csum = col_sum + t.j0;
-#pragma omp simd
-  for (int64_t j = 0; j < t.cols; ++j) {
-    csum[j] = csum[j] * fast_exp(cmax[j] - cm[j]);
-    cmax[j] = cm[j];
-  }
-  for (int64_t r = 0; r < t.rows; ++r) {
-    const T* x = tile + r * t.cols;
-#pragma omp simd
-    for (int64_t j = 0; j < t.cols; ++j) csum[j] += fast_exp(x[j] - cmax[j]);
-  }
+  rescale_sums(csum, cmax, cm, t.cols);
+  for (int64_t r = 0; r < t.rows; ++r) add_exp_shifted(csum, tile + r * t.cols, cmax, t.cols);
 }
 
 template <typename T>
@@ -143,15 +134,7 @@ double backward_tile(T* tile, const Tile& t, T s, int64_t offset, const T* row_l
     const int64_t p = i + offset - t.j0;
     const bool has_pos = p >= 0 && p < t.cols;
     const T pos_dot = has_pos ? x[p] : T(0);
-    T acc = 0;
-#pragma omp simd reduction(+ : acc)
-    for (int64_t j = 0; j < t.cols; ++j) {
-      const T dot = x[j];
-      const T logit = s * dot;
-      const T g = gr * fast_exp(logit - rl) + gc[j] * fast_exp(logit - cl[j]);
-      acc += g * dot;
-      x[j] = g;
-    }
+    T acc = grad_row(x, s, rl, gr, cl, gc, t.cols);
     if (has_pos) {  // the -(g_row_i + g_col_j) term of the positive logit
       const T w = gr + gc[p];
       x[p] -= w;
