@@ -49,6 +49,10 @@ def contrastive_loss(image_features: Tensor, text_features: Tensor, logit_scale,
     if group is not None:
         from .distributed import distributed_loss_rows
         rows, global_n = distributed_loss_rows(a, b, scale, be.name, deterministic, group)
+        if reduction != "none":  # the global sum, on every rank (see gapops/distributed.py)
+            from .distributed import sum_over_ranks
+            total = sum_over_ranks(rows.sum(), group)
+            return total / global_n if reduction == "mean" else total
     else:
         global_n = a.shape[0]
         if be.name == "reference":
@@ -82,7 +86,12 @@ class ContrastiveLoss(nn.Module):
         if not self.distributed:
             return None
         import torch.distributed as dist
-        return self.group if self.group is not None else dist.group.WORLD
+        if self.group is not None:
+            return self.group
+        if not (dist.is_available() and dist.is_initialized()):
+            raise RuntimeError("ContrastiveLoss(distributed=True) needs an initialized process group "
+                               "(torch.distributed.init_process_group) or group=...")
+        return dist.group.WORLD
 
     def forward(self, image_features: Tensor, text_features: Tensor, logit_scale,
                 swap_mask: Optional[Tensor] = None, output_dict: bool = False):

@@ -172,3 +172,9 @@ def test_info_and_demo_commands_run():
     out = subprocess.run([sys.executable, "-m", "gapops", "demo", "--n", "64", "--d", "16"],
                          capture_output=True, text=True, check=True).stdout
     assert "cpu" in out and "max rel err" in out
+
+
+def test_distributed_module_without_process_group_is_refused():
+    x, y, s = rand_inputs(4, 3, seed=8)
+    with pytest.raises(RuntimeError, match="initialized process group"):
+        gapops.ContrastiveLoss(distributed=True)(x, y, s)

@@ -1,0 +1,224 @@
+"""DESIGN.md's strip scheme across ranks of a torch.distributed process group.
+
+Rank r holds n_r local pairs; the global batch is the concatenation over ranks in rank order
+(N = sum n_r) and rank r's rows sit at global offset o_r = n_0 + ... + n_{r-1}.
+
+Forward, per rank:
+  1. all_gather the column features b (the *only* [N, d] transfer; open_clip gathers both towers).
+  2. strip_forward(a_local [n_r, d], b_all [N, d], s, offset=o_r): row LSEs of the local rows,
+     partial column LSEs over the local rows, positive logits.
+  3. Combine the column partials across ranks: all_reduce MAX of the partials, then all_reduce SUM
+     of exp(partial - max): 2N floats, numerically safe.
+  4. Local per-pair losses l_i = 1/2 (r_i - L_ii) + 1/2 (c_{o_r + i} - L_ii): row i's own column
+     is a local column of the same rank, so its LSE is read from the combined vector.
+Backward, per rank, upstream g_local [n_r]:
+  5. all_gather g (N floats): the column weights are the global 1/2 g.
+  6. strip_backward(..., g_row = g_local / 2, g_col = g_all / 2): dA of the local rows (complete),
+     dB of all N columns (partial: this rank's rows only), ds (this rank's share).
+  7. reduce_scatter (SUM) the partial dB: each rank receives its own columns' gradient.
+
+Per rank: one strip of n_r x N (1/W of the single-device FLOPs), O(N d) memory (the gathered
+columns, saved for backward, and the partial dB), and N d + O(N) elements sent each way.
+
+Gradient convention (the one of ``torch.distributed.nn`` and so of open_clip's
+``ClipLoss(local_loss=True, gather_with_grad=True)``): autograd through the collectives is exact
+for the *sum over ranks* of every rank's objective. A rank's local features receive the gradient
+of sum_r objective_r; its logit_scale receives its share of that gradient (the scale gradients of
+all ranks sum to the full one). With ``reduction='mean'`` each rank's objective is the global mean
+loss L (the same value on every rank), so sum_r objective_r = W L: a rank's features get W dL/dx
+and the W scale shares sum to W dL/ds; DDP's averaging over W then leaves exactly the
+single-process gradients dL/dtheta and dL/ds, bit for bit what open_clip's setup yields.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from . import _dispatch
+
+_DTYPE_CODES = {torch.float16: 1, torch.bfloat16: 2, torch.float32: 3, torch.float64: 4}
+_CODE_DTYPES = {v: k for k, v in _DTYPE_CODES.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# collectives (thin wrappers: the non-deprecated names where this torch has them)
+
+def _all_gather_flat(out: Tensor, inp: Tensor, group) -> None:
+    fn = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+    fn(out, inp, group=group)
+
+
+def _reduce_scatter_flat(out: Tensor, inp: Tensor, group) -> None:
+    fn = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+    try:
+        fn(out, inp, op=dist.ReduceOp.SUM, group=group)
+    except (RuntimeError, NotImplementedError) as e:
+        # Old gloo builds lack reduce_scatter: all_reduce the whole buffer and keep our slice
+        # (twice the traffic, same result).
+        if "reduce_scatter" not in str(e).lower() and "not supported" not in str(e).lower():
+            raise
+        buf = inp.clone()
+        dist.all_reduce(buf, op=dist.ReduceOp.SUM, group=group)
+        rank = dist.get_rank(group)
+        out.copy_(buf.view(-1, *out.shape)[rank])
+
+
+def _gather_rows(x: Tensor, counts: Sequence[int], group) -> Tensor:
+    """Concatenation over ranks of each rank's x [n_r, ...], in rank order: [N, ...]."""
+    world, n_max, total = len(counts), max(counts), sum(counts)
+    x = x.contiguous()
+    if all(c == n_max for c in counts):
+        out = x.new_empty((total, *x.shape[1:]))
+        _all_gather_flat(out, x, group)
+        return out
+    # Unequal local batches: pad every rank to n_max, gather, drop the padding.
+    padded = x.new_zeros((n_max, *x.shape[1:]))
+    padded[: x.shape[0]] = x
+    out = x.new_empty((world * n_max, *x.shape[1:]))
+    _all_gather_flat(out, padded, group)
+    out = out.view(world, n_max, *x.shape[1:])
+    return torch.cat([out[r, :c] for r, c in enumerate(counts)])
+
+
+def _scatter_rows_sum(x: Tensor, counts: Sequence[int], rank: int, group) -> Tensor:
+    """Sum over ranks of x [N, ...], each rank keeping its own rows [n_rank, ...]."""
+    world, n_max = len(counts), max(counts)
+    x = x.contiguous()
+    if all(c == n_max for c in counts):
+        out = x.new_empty((n_max, *x.shape[1:]))
+        _reduce_scatter_flat(out, x, group)
+        return out
+    padded = x.new_zeros((world, n_max, *x.shape[1:]))
+    start = 0
+    for r, c in enumerate(counts):
+        padded[r, :c] = x[start:start + c]
+        start += c
+    out = x.new_empty((n_max, *x.shape[1:]))
+    _reduce_scatter_flat(out, padded.view(world * n_max, *x.shape[1:]), group)
+    return out[: counts[rank]]
+
+
+def _combine_lse(partial: Tensor, group) -> Tensor:
+    """logsumexp over ranks of each rank's partial LSE vector [N] (2 all_reduces of N floats)."""
+    m = partial.clone()
+    dist.all_reduce(m, op=dist.ReduceOp.MAX, group=group)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    s = torch.exp(partial - m)
+    dist.all_reduce(s, op=dist.ReduceOp.SUM, group=group)
+    return m + torch.log(s)
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+
+def _agree(a: Tensor, b: Tensor, scale: Tensor, group) -> list[int]:
+    """Checks that every rank passes compatible features; returns the local batch sizes.
+
+    One all_gather of 4 integers per rank; every rank sees the same table, so every rank raises
+    the same ValueError (instead of hanging in a later collective with mismatched shapes).
+    """
+    needs_grad = torch.is_grad_enabled() and (a.requires_grad or b.requires_grad
+                                              or scale.requires_grad)
+    dev = a.device if dist.get_backend(group) != "gloo" else torch.device("cpu")
+    mine = torch.tensor([a.shape[0], a.shape[1], _DTYPE_CODES.get(a.dtype, 0), int(needs_grad)],
+                        dtype=torch.int64, device=dev)
+    world = dist.get_world_size(group)
+    table = torch.empty(world * 4, dtype=torch.int64, device=dev)
+    _all_gather_flat(table, mine, group)
+    rows = table.view(world, 4).tolist()
+    ds = [r[1] for r in rows]
+    if len(set(ds)) != 1:
+        raise ValueError(f"contrastive_loss(group=...): ranks disagree on the feature size d "
+                         f"(rank -> d: {dict(enumerate(ds))}); every rank must pass [n_local, d] "
+                         f"features with the same d")
+    dts = [r[2] for r in rows]
+    if len(set(dts)) != 1:
+        names = {i: str(_CODE_DTYPES.get(c, "?")) for i, c in enumerate(dts)}
+        raise ValueError(f"contrastive_loss(group=...): ranks disagree on the features' dtype "
+                         f"(rank -> dtype: {names}); every rank must pass the same dtype")
+    grads = [r[3] for r in rows]
+    if len(set(grads)) != 1:
+        raise ValueError(f"contrastive_loss(group=...): some ranks need gradients and others do "
+                         f"not (rank -> needs grad: {dict(enumerate(map(bool, grads)))}); the "
+                         f"backward is collective, so every rank must run it or none")
+    return [r[0] for r in rows]
+
+
+# ---------------------------------------------------------------------------------------------
+# the differentiable op
+
+class _DistributedRows(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a, b, scale, backend, deterministic, group, counts, rank):
+        forward, _ = _dispatch.strip_kernels(backend)
+        offset = sum(counts[:rank])
+        n = counts[rank]
+        b_all = _gather_rows(b, counts, group)
+        row_lse, col_part, pos = forward(a, b_all, scale, offset)
+        col_lse = _combine_lse(col_part, group)
+        rows = 0.5 * (row_lse + col_lse[offset:offset + n]) - pos
+        ctx.save_for_backward(a, b_all, scale, row_lse, col_lse)
+        ctx.cfg = (backend, deterministic, group, counts, rank, offset)
+        return rows
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b_all, scale, row_lse, col_lse = ctx.saved_tensors
+        backend, deterministic, group, counts, rank, offset = ctx.cfg
+        _, backward = _dispatch.strip_kernels(backend)
+        half = 0.5 * grad.to(row_lse.dtype)
+        half_all = _gather_rows(half, counts, group)
+        da, db_partial, ds = backward(a, b_all, scale, offset, row_lse, col_lse, half, half_all,
+                                      deterministic)
+        db = _scatter_rows_sum(db_partial, counts, rank, group)
+        return da, db, ds, None, None, None, None, None
+
+
+class _SumOverRanks(torch.autograd.Function):
+    """all_reduce(SUM) with autograd; backward all_reduces the upstream (torch.distributed.nn)."""
+
+    @staticmethod
+    def forward(ctx, x, group):
+        ctx.group = group
+        out = x.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        g = grad.clone().contiguous()
+        dist.all_reduce(g, op=dist.ReduceOp.SUM, group=ctx.group)
+        return g, None
+
+
+def sum_over_ranks(x: Tensor, group) -> Tensor:
+    """Sum of ``x`` over the group, the same on every rank, differentiable (see module doc)."""
+    return _SumOverRanks.apply(x, group)
+
+
+def distributed_loss_rows(a: Tensor, b: Tensor, scale: Tensor, backend: str, deterministic: bool,
+                          group) -> tuple[Tensor, int]:
+    """This rank's per-pair losses of the global batch, and the global batch size N.
+
+    a, b: this rank's swapped + normalized features [n_local, d]; scale: 0-dim, accumulation
+    dtype. Returns (rows [n_local] in the accumulation dtype, differentiable w.r.t. a, b, scale
+    through the collectives as the module doc says; N = sum of every rank's n_local). Local batch
+    sizes may differ between ranks; d, dtype and whether gradients are needed must agree
+    (ValueError on every rank otherwise). Every rank of ``group`` must call it, and, when
+    gradients are needed, run the backward.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError("contrastive_loss(group=...) needs torch.distributed to be initialized "
+                           "(dist.init_process_group) first")
+    if group is None:
+        group = dist.group.WORLD
+    rank = dist.get_rank(group)
+    if rank < 0:
+        raise ValueError("contrastive_loss(group=...): this process is not a member of the group")
+    counts = _agree(a, b, scale, group)
+    rows = _DistributedRows.apply(a, b, scale, backend, bool(deterministic), group, counts, rank)
+    return rows, sum(counts)
+
