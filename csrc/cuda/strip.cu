@@ -137,7 +137,9 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t rb = blockIdx.x; rb < row_blocks; rb += gridDim.x) {
     const int64_t i0 = rb * BM;
     const int64_t i = i0 + half_idx;  // this thread's row
-    Acc run_m = -INFINITY, run_s = 0;  // the row's online LSE, identical in both threads of a pair
+    // The row's online LSE. Both threads of the pair keep one (equal up to FMA rounding: lse_merge
+    // is symmetric only in exact arithmetic); thread h == 0's copy is the one written.
+    Acc run_m = -INFINITY, run_s = 0;
     for (int64_t j0 = 0; j0 < m; j0 += BN) {
       tile_dots<C>(A, B, n, m, d, i0, j0, sm);
       const int cols = static_cast<int>(m - j0 < BN ? m - j0 : BN);
