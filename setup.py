@@ -5,6 +5,8 @@ Environment switches:
   GAPOPS_FORCE_CUDA_BUILD=1  fail instead of skipping when CUDA cannot be built
   GAPOPS_CUDA_ARCHS="80;90"  compute capabilities to compile for (default 80 and 90)
   GAPOPS_CPU_SIMD=auto|avx2|none  vector ISA for the CPU kernels (auto: what this machine has)
+  GAPOPS_PTXAS_VERBOSE=1     pass -Xptxas -v to nvcc (registers / spills / smem per kernel, see
+                             csrc/cuda/NOTES.md)
   MAX_JOBS=N                 parallel compile jobs (ninja), as torch's cpp_extension reads it
   CUDA_HOME=/path            the CUDA toolkit (found from nvcc when unset)
 """
@@ -96,7 +98,7 @@ def _cuda_archs():
 def extensions():
     cxx = ["-O3", "-fopenmp-simd", f'-DGAPOPS_TORCH_VERSION="{torch.__version__}"']
     cxx += _cpu_simd_flags()
-    sources = ["csrc/ops.cpp", "csrc/cpu/strip.cpp"]
+    sources = ["csrc/ops.cpp", "csrc/cpu/strip.cpp", "csrc/cpu/tile_math_ops.cpp"]
     skip = _cuda_reason_to_skip()
     if skip:
         if _env_flag("GAPOPS_FORCE_CUDA_BUILD"):
@@ -111,6 +113,8 @@ def extensions():
         gencode += ["-gencode", f"arch=compute_{a},code=sm_{a}"]
     nvcc = ["-O3", "-lineinfo", "--use_fast_math", "--expt-relaxed-constexpr",
             "-DGAPOPS_WITH_CUDA", f'-DGAPOPS_CUDA_ARCHS="{";".join(archs)}"'] + gencode
+    if _env_flag("GAPOPS_PTXAS_VERBOSE"):
+        nvcc += ["-Xptxas", "-v"]
     cxx += ["-DGAPOPS_WITH_CUDA", f'-DGAPOPS_CUDA_ARCHS="{";".join(archs)}"']
     sources += sorted(glob.glob("csrc/cuda/*.cu"))
     return [CUDAExtension("gapops._C", sources, include_dirs=_nvidia_wheel_includes(),

@@ -18,6 +18,21 @@ TORCH_LIBRARY(gapops, m) {
   m.def(
       "strip_backward(Tensor a, Tensor b, Tensor scale, int offset, Tensor row_lse, "
       "Tensor col_lse, Tensor g_row, Tensor g_col, bool deterministic) -> (Tensor, Tensor, Tensor)");
+
+  // Test-only: the __host__ __device__ helpers of csrc/common/tile_math.h, run on the CPU
+  // (csrc/cpu/tile_math_ops.cpp) so that tests/test_tile_math.py can check what the CUDA kernels
+  // compute without a GPU. Elementwise over same-shaped fp32 or fp64 tensors. Not a public API.
+  m.def("_tile_fast_exp(Tensor x) -> Tensor");
+  m.def("_tile_lse_merge(Tensor m, Tensor s, Tensor m2, Tensor s2) -> (Tensor, Tensor)");
+  m.def("_tile_lse_finalize(Tensor m, Tensor s) -> Tensor");
+  // Row LSE of scale * x [r, c] as a CUDA tile computes it: `split` threads per row, thread h
+  // folding columns h, h + split, ... with lse_partial, the states merged with lse_merge.
+  m.def("_tile_lse_rows(Tensor x, Tensor scale, int split) -> Tensor");
+  m.def(
+      "_tile_grad_weight(Tensor logit, Tensor row_lse, Tensor col_lse, Tensor g_row, "
+      "Tensor g_col, Tensor positive) -> Tensor");
+  // Rows of a_hat, d_hat [r, d] and norm [r]: normalize_backward_row per row.
+  m.def("_tile_normalize_backward(Tensor a_hat, Tensor d_hat, Tensor norm, float eps) -> Tensor");
 }
 
 namespace {

@@ -58,6 +58,24 @@ GAPOPS_HD T lse_finalize(T m, T s) {
   return m + log(s);
 }
 
+// The (max, sum e^(x - max)) state of scale * x[0], scale * x[step], ... (count terms): what one
+// GPU thread folds over its share of a logits tile row or column before the threads' states are
+// combined with lse_merge. count <= 0 gives the empty state (-inf, 0).
+template <typename T>
+GAPOPS_HD void lse_partial(const T* x, int count, int step, T scale, T& m, T& s) {
+  T mx = -INFINITY;
+  for (int k = 0; k < count; ++k) {
+    const T v = scale * x[k * step];
+    mx = (v > mx || v != v) ? v : mx;  // a NaN term makes the state NaN
+  }
+  T sum = 0;
+  if (mx != -INFINITY) {
+    for (int k = 0; k < count; ++k) sum += fast_exp(scale * x[k * step] - mx);
+  }
+  m = mx;
+  s = sum;
+}
+
 // G_ij of DESIGN.md section 1, for one logit L_ij = s a_i.b_j of the strip.
 template <typename T>
 GAPOPS_HD T grad_weight(T logit, T row_lse, T col_lse, T g_row, T g_col, bool positive) {

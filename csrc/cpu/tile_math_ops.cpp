@@ -1,0 +1,165 @@
+// Test-only CPU ops over the __host__ __device__ helpers of csrc/common/tile_math.h: the same
+// source the CUDA kernels compile, exercised here so that tests/test_tile_math.py can check the
+// per-tile math without a GPU. Schemas (and the "test-only" note) are in csrc/ops.cpp.
+#include <torch/library.h>
+#include <ATen/ATen.h>
+
+#include <vector>
+
+#include "../common/tile_math.h"
+
+namespace gapops {
+namespace {
+
+void check_float(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor");
+  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, name,
+              " must be float32 or float64, got ", t.scalar_type());
+}
+
+void check_like(const at::Tensor& ref, const at::Tensor& t, const char* name) {
+  check_float(t, name);
+  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), name, " must share the dtype of the first input");
+  TORCH_CHECK(t.sizes() == ref.sizes(), name, " must have shape ", ref.sizes(), ", got ", t.sizes());
+}
+
+// Runs f(T{}) with T = float or double.
+template <typename F>
+void float_dispatch(const at::Tensor& t, const F& f) {
+  if (t.scalar_type() == at::kDouble) {
+    f(double{});
+  } else {
+    f(float{});
+  }
+}
+
+at::Tensor tile_fast_exp(const at::Tensor& x_in) {
+  check_float(x_in, "x");
+  const at::Tensor x = x_in.contiguous();
+  at::Tensor out = at::empty_like(x);
+  float_dispatch(x, [&](auto t) {
+    using T = decltype(t);
+    const T* px = x.data_ptr<T>();
+    T* po = out.data_ptr<T>();
+    for (int64_t k = 0; k < x.numel(); ++k) po[k] = fast_exp(px[k]);
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> tile_lse_merge(const at::Tensor& m_in, const at::Tensor& s_in,
+                                                  const at::Tensor& m2_in,
+                                                  const at::Tensor& s2_in) {
+  check_float(m_in, "m");
+  check_like(m_in, s_in, "s");
+  check_like(m_in, m2_in, "m2");
+  check_like(m_in, s2_in, "s2");
+  at::Tensor m = m_in.contiguous().clone(), s = s_in.contiguous().clone();
+  const at::Tensor m2 = m2_in.contiguous(), s2 = s2_in.contiguous();
+  float_dispatch(m, [&](auto t) {
+    using T = decltype(t);
+    T* pm = m.data_ptr<T>();
+    T* ps = s.data_ptr<T>();
+    const T* pm2 = m2.data_ptr<T>();
+    const T* ps2 = s2.data_ptr<T>();
+    for (int64_t k = 0; k < m.numel(); ++k) lse_merge(pm[k], ps[k], pm2[k], ps2[k]);
+  });
+  return {m, s};
+}
+
+at::Tensor tile_lse_finalize(const at::Tensor& m_in, const at::Tensor& s_in) {
+  check_float(m_in, "m");
+  check_like(m_in, s_in, "s");
+  const at::Tensor m = m_in.contiguous(), s = s_in.contiguous();
+  at::Tensor out = at::empty_like(m);
+  float_dispatch(m, [&](auto t) {
+    using T = decltype(t);
+    for (int64_t k = 0; k < m.numel(); ++k)
+      out.data_ptr<T>()[k] = lse_finalize(m.data_ptr<T>()[k], s.data_ptr<T>()[k]);
+  });
+  return out;
+}
+
+at::Tensor tile_lse_rows(const at::Tensor& x_in, const at::Tensor& scale, int64_t split) {
+  check_float(x_in, "x");
+  TORCH_CHECK(x_in.dim() == 2, "x must be 2-D");
+  TORCH_CHECK(split >= 1 && split <= 64, "split must be in [1, 64]");
+  TORCH_CHECK(scale.numel() == 1, "scale must hold one value");
+  const at::Tensor x = x_in.contiguous();
+  const int64_t rows = x.size(0), cols = x.size(1);
+  at::Tensor out = at::empty({rows}, x.options());
+  float_dispatch(x, [&](auto t) {
+    using T = decltype(t);
+    const T s = scale.item<double>();
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* row = x.data_ptr<T>() + r * cols;
+      T m = -INFINITY, sum = 0;  // the running state, as a kernel's registers
+      for (int64_t h = 0; h < split; ++h) {
+        const int count = static_cast<int>((cols - h + split - 1) / split);
+        T hm, hs;
+        lse_partial(row + h, count, static_cast<int>(split), s, hm, hs);
+        lse_merge(m, sum, hm, hs);
+      }
+      out.data_ptr<T>()[r] = lse_finalize(m, sum);
+    }
+  });
+  return out;
+}
+
+at::Tensor tile_grad_weight(const at::Tensor& logit_in, const at::Tensor& row_lse,
+                            const at::Tensor& col_lse, const at::Tensor& g_row,
+                            const at::Tensor& g_col, const at::Tensor& positive) {
+  check_float(logit_in, "logit");
+  check_like(logit_in, row_lse, "row_lse");
+  check_like(logit_in, col_lse, "col_lse");
+  check_like(logit_in, g_row, "g_row");
+  check_like(logit_in, g_col, "g_col");
+  TORCH_CHECK(positive.scalar_type() == at::kBool && positive.sizes() == logit_in.sizes(),
+              "positive must be a bool tensor shaped like logit");
+  const at::Tensor l = logit_in.contiguous(), rl = row_lse.contiguous(), cl = col_lse.contiguous();
+  const at::Tensor gr = g_row.contiguous(), gc = g_col.contiguous(), pos = positive.contiguous();
+  at::Tensor out = at::empty_like(l);
+  float_dispatch(l, [&](auto t) {
+    using T = decltype(t);
+    const bool* pp = pos.data_ptr<bool>();
+    for (int64_t k = 0; k < l.numel(); ++k)
+      out.data_ptr<T>()[k] = grad_weight(l.data_ptr<T>()[k], rl.data_ptr<T>()[k],
+                                         cl.data_ptr<T>()[k], gr.data_ptr<T>()[k],
+                                         gc.data_ptr<T>()[k], pp[k]);
+  });
+  return out;
+}
+
+at::Tensor tile_normalize_backward(const at::Tensor& a_hat_in, const at::Tensor& d_hat_in,
+                                   const at::Tensor& norm_in, double eps) {
+  check_float(a_hat_in, "a_hat");
+  check_like(a_hat_in, d_hat_in, "d_hat");
+  TORCH_CHECK(a_hat_in.dim() == 2, "a_hat must be 2-D [rows, d]");
+  check_float(norm_in, "norm");
+  TORCH_CHECK(norm_in.scalar_type() == a_hat_in.scalar_type() && norm_in.dim() == 1 &&
+                  norm_in.size(0) == a_hat_in.size(0),
+              "norm must be [rows] in the dtype of a_hat");
+  const at::Tensor a = a_hat_in.contiguous(), dh = d_hat_in.contiguous(), nr = norm_in.contiguous();
+  const int64_t rows = a.size(0), d = a.size(1);
+  at::Tensor out = at::empty_like(a);
+  float_dispatch(a, [&](auto t) {
+    using T = decltype(t);
+    for (int64_t r = 0; r < rows; ++r)
+      normalize_backward_row(a.data_ptr<T>() + r * d, dh.data_ptr<T>() + r * d,
+                             nr.data_ptr<T>()[r], d, static_cast<T>(eps),
+                             out.data_ptr<T>() + r * d);
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(gapops, CPU, m) {
+  m.impl("_tile_fast_exp", &tile_fast_exp);
+  m.impl("_tile_lse_merge", &tile_lse_merge);
+  m.impl("_tile_lse_finalize", &tile_lse_finalize);
+  m.impl("_tile_lse_rows", &tile_lse_rows);
+  m.impl("_tile_grad_weight", &tile_grad_weight);
+  m.impl("_tile_normalize_backward", &tile_normalize_backward);
+}
+
+}  // namespace gapops
