@@ -111,6 +111,8 @@ def extensions():
     gencode = []
     for a in archs:
         gencode += ["-gencode", f"arch=compute_{a},code=sm_{a}"]
+    # PTX of the newest arch too, so GPUs newer than the list JIT-compile instead of failing.
+    gencode += ["-gencode", f"arch=compute_{archs[-1]},code=compute_{archs[-1]}"]
     nvcc = ["-O3", "-lineinfo", "--use_fast_math", "--expt-relaxed-constexpr",
             "-DGAPOPS_WITH_CUDA", f'-DGAPOPS_CUDA_ARCHS="{";".join(archs)}"'] + gencode
     if _env_flag("GAPOPS_PTXAS_VERBOSE"):
