@@ -1,9 +1,10 @@
 """gapops: a fused, memory-lean CLIP contrastive loss and modality-gap studies."""
+from . import metrics
 from ._dispatch import backends
 from ._version import __version__
 from .loss import ContrastiveLoss, contrastive_loss
 
-__all__ = ["contrastive_loss", "ContrastiveLoss", "backends", "build_info", "__version__"]
+__all__ = ["contrastive_loss", "ContrastiveLoss", "backends", "build_info", "metrics", "__version__"]
 
 
 def build_info() -> dict:

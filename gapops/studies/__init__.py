@@ -1,0 +1,18 @@
+"""The modality-gap studies: offline data, tiny two-tower models, a thin loop on the fused loss.
+
+    python -m gapops.studies list
+    python -m gapops.studies run swap --quick
+
+or from Python: ``gapops.studies.run_study("swap", scale="quick")``. See STUDIES.md for the
+papers' claims and docs/studies_section.md for what we measured.
+"""
+from .configs import STUDIES
+from .data import PairedData, digits, mismatch_pairs, synthetic
+from .loop import TrainConfig, evaluate, train
+from .models import ModelConfig, TwoTower, build_model
+from .registry import SCALES, Arm, Study
+from .runner import format_table, get_study, run_study
+
+__all__ = ["STUDIES", "SCALES", "Arm", "Study", "PairedData", "synthetic", "digits",
+           "mismatch_pairs", "ModelConfig", "TwoTower", "build_model", "TrainConfig", "train",
+           "evaluate", "get_study", "run_study", "format_table"]

@@ -1,0 +1,78 @@
+"""Command line: ``python -m gapops.studies list | run NAME|all [options]``, or ``gapops-study``."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from .configs import STUDIES
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gapops-study",
+                                description="Reproduce the modality-gap studies with gapops.")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="the studies, one line each, with the paper each reproduces")
+    run = sub.add_parser("run", help="run a study (or 'all')")
+    run.add_argument("name", help="a study name from 'list', or 'all'")
+    size = run.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="laptop-CPU size (~1 min a study)")
+    size.add_argument("--tiny", action="store_true", help="test size (seconds a study)")
+    run.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    run.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
+    run.add_argument("--out", default="results/", help="output folder (default results/)")
+    run.add_argument("--resume", action="store_true",
+                     help="continue from the checkpoints in OUT/ckpt/ after an interrupt")
+    run.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    run.add_argument("--backend", default="auto",
+                     help="contrastive_loss backend: auto, cpu, reference, triton, cuda")
+    run.add_argument("--threads", type=int, default=None,
+                     help="torch CPU threads (default: 1 for --quick/--tiny on the CPU, where "
+                          "the ops are too small to gain from more; else torch's choice)")
+    run.add_argument("--no-plot", action="store_true", help="skip the figures")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv=None) -> int:
+    """Entry point of ``gapops-study`` / ``python -m gapops.studies``; returns the exit code."""
+    args = _parser().parse_args(argv)
+    if args.command == "list":
+        for s in STUDIES:
+            print(f"{s.name:12s} {s.paper}\n{'':12s}   {s.claim}")
+        return 0
+    import torch
+
+    from .runner import get_study, run_study
+    scale = "tiny" if args.tiny else "quick" if args.quick else "full"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    elif args.device == "cpu" and scale != "full":
+        torch.set_num_threads(1)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("--device cuda: no CUDA device is visible", file=sys.stderr)
+        return 2
+    names = [s.name for s in STUDIES] if args.name == "all" else [args.name]
+    try:
+        for n in names:
+            get_study(n)
+    except KeyError as e:
+        print(e.args[0], file=sys.stderr)
+        return 2
+    t0, verdicts = time.perf_counter(), []
+    for n in names:
+        r = run_study(n, scale=scale, seed=args.seed, seeds=args.seeds, out=args.out,
+                      resume=args.resume, device=args.device, backend=args.backend,
+                      progress=not args.no_progress, plot=not args.no_plot)
+        verdicts.append((n, r["reproduced"], r["seeds_reproduced"], r["wall_s"]))
+        print()
+    if len(names) > 1:
+        print(f"all studies: {time.perf_counter() - t0:.1f} s")
+        for n, ok, votes, wall in verdicts:
+            print(f"  {n:12s} {'reproduced' if ok else 'NOT reproduced':15s} seeds {votes}  "
+                  f"{wall:6.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""The reference training loop: AdamW on the fused loss, gap metrics each epoch, exact resume.
+
+Thin on purpose: one function, :func:`train`. Each step encodes a batch, computes
+``gapops.contrastive_loss`` (the fused op) on the embeddings (with a fresh ``swap_mask`` when
+swapping), adds the optional regularizers, and steps AdamW. Checkpoints hold everything an
+interrupted run needs to finish with bit-identical results: model, optimizer, the loop's own
+generator and the global RNGs, the epoch and the history.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+
+import gapops
+from gapops import metrics
+
+from . import checkpoint as ckpt
+from . import losses
+from .data import PairedData, mismatch_pairs
+
+
+@dataclass
+class TrainConfig:
+    """How to train. temperature: 'learnable' (CLIP, from the model's init τ), 'fixed' (``tau``)
+    or 'schedule' (``tau`` → ``tau_end`` by ``schedule``: 'cosine', 'linear' in log τ, or
+    'step' at ``step_at`` of training). objective: 'clip' (the fused contrastive loss) or
+    'align' (positive pairs only); scale_lr_mult: the learnable log-scale's learning rate over
+    ``lr``. swap_p: probability that a pair's image and text swap in the
+    loss; mismatch: fraction of training pairs re-paired wrongly. imsep/dfs/bridge/geo: weights
+    of the regularizers in :mod:`gapops.studies.losses`."""
+    epochs: int = 20
+    batch_size: int = 256
+    lr: float = 2e-3
+    scale_lr_mult: float = 1.0
+    weight_decay: float = 0.05
+    temperature: str = "learnable"
+    tau: float = 0.07
+    tau_end: float = 0.01
+    schedule: str = "cosine"
+    step_at: float = 0.5
+    objective: str = "clip"
+    swap_p: float = 0.0
+    mismatch: float = 0.0
+    imsep: float = 0.0
+    dfs: float = 0.0
+    bridge: float = 0.0
+    bridge_noise: float = 0.3
+    geo: float = 0.0
+    backend: str = "auto"
+    deterministic: bool = True
+    max_eval: int = 512
+    probe: bool = True
+    device: str = "cpu"
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def temperature_at(cfg: TrainConfig, progress: float) -> float:
+    """τ for 'fixed' / 'schedule' at ``progress`` ∈ [0, 1] of training."""
+    if cfg.temperature == "fixed":
+        return cfg.tau
+    if cfg.schedule == "cosine":
+        return cfg.tau_end + (cfg.tau - cfg.tau_end) * 0.5 * (1 + math.cos(math.pi * progress))
+    if cfg.schedule == "linear":  # linear in log τ
+        return math.exp(math.log(cfg.tau) + progress * (math.log(cfg.tau_end) - math.log(cfg.tau)))
+    if cfg.schedule == "step":
+        return cfg.tau if progress < cfg.step_at else cfg.tau_end
+    raise ValueError(f"unknown schedule {cfg.schedule!r}")
+
+
+@torch.no_grad()
+def embed(model, data: PairedData, rows: Tensor, device) -> tuple[Tensor, Tensor, Tensor]:
+    """Image and text embeddings [n, d] of ``rows`` and class-prompt embeddings [K, P, d]."""
+    model.eval()
+    img = model.encode_image(data.images[rows].to(device))
+    txt = model.encode_text(data.texts[rows].to(device))
+    k, p = data.prompts.shape[:2]
+    cls = model.encode_text(data.prompts.reshape(k * p, *data.prompts.shape[2:]).to(device))
+    model.train()
+    return img, txt, cls.reshape(k, p, -1)
+
+
+def evaluate(model, data: PairedData, cfg: TrainConfig) -> dict:
+    """:func:`gapops.metrics.summary` on (up to ``max_eval`` rows of) the held-out split."""
+    rows = data.test[:cfg.max_eval]
+    img, txt, cls = embed(model, data, rows, cfg.device)
+    return metrics.summary(img.cpu(), txt.cpu(), labels=data.labels[rows], class_emb=cls.cpu(),
+                           probe=cfg.probe)
+
+
+def _param_groups(model, cfg: TrainConfig) -> list:
+    # CLIP's recipe: weight decay on matrices (embedding tables too), none on biases or the scale
+    decay, rest = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad or name == "log_scale":
+            continue
+        (decay if p.dim() >= 2 else rest).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": rest, "weight_decay": 0.0}]
+    if model.log_scale.requires_grad:
+        # its own learning rate: CLIP's τ falls over ~10^5 steps; ours has ~10^2 to get there
+        groups.append({"params": [model.log_scale], "weight_decay": 0.0,
+                       "lr": cfg.lr * cfg.scale_lr_mult})
+    return groups
+
+
+def _regularizers(cfg: TrainConfig, model, out: dict, images: Tensor, texts: Tensor,
+                  scale: Tensor, gen: torch.Generator) -> Optional[Tensor]:
+    terms = []
+    if cfg.imsep:
+        terms.append(cfg.imsep * losses.imsep_loss(out["image"], out["text"], scale,
+                                                   losses.semantic_features(texts)))
+    if cfg.dfs:
+        terms.append(cfg.dfs * (losses.feature_separation_loss(out["image"], out["image_private"])
+                                + losses.feature_separation_loss(out["text"], out["text_private"])))
+    if cfg.bridge:
+        noise = torch.randn(images.shape, generator=gen).to(images.device)
+        mid = model.encode_image(images + cfg.bridge_noise * noise)
+        terms.append(cfg.bridge * losses.bridge_loss(mid, out["image"], out["text"]))
+    if cfg.geo:
+        terms.append(cfg.geo * losses.geometric_loss(out["image"], out["text"]))
+    return sum(terms) if terms else None
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _fingerprint(cfg: TrainConfig, seed: int) -> dict:
+    d = cfg.to_dict()
+    d.pop("device")  # a run may resume on another device
+    return {"seed": seed, **d}
+
+
+def train(model, data: PairedData, cfg: TrainConfig, seed: int, ckpt_path=None,
+          resume: bool = False, stop_after: Optional[int] = None,
+          on_epoch: Optional[Callable[[dict], None]] = None) -> dict:
+    """Train ``model`` on ``data.train`` and evaluate on ``data.test`` after every epoch.
+
+    Seeds the loop's generator (batch order, swap masks, augmentations, mismatch) from
+    ``seed``; the model must already be initialized (seeded by the caller). With ``ckpt_path``
+    a checkpoint is written atomically after every epoch; ``resume=True`` continues from it
+    (a finished checkpoint is returned as is). ``stop_after`` ends after that many epochs, as
+    an interrupt would. ``on_epoch(entry)`` is called with each history entry.
+
+    Returns {"history": [{"epoch", "loss", "tau", metric...}], "final": {...}, "steps",
+    "step_s", "loss_s", "eval_s", "completed"}: history[0] is the model at initialization;
+    step_s is the time inside training steps, loss_s the part inside the contrastive loss
+    (forward and backward).
+    """
+    device = torch.device(cfg.device)
+    model.to(device)
+    gen = torch.Generator().manual_seed(seed)
+    n_train = data.train.numel()
+    text_index = mismatch_pairs(n_train, cfg.mismatch, gen)
+    learnable = cfg.temperature == "learnable"
+    model.log_scale.requires_grad_(learnable)
+    opt = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr)
+    fp = _fingerprint(cfg, seed)
+
+    state = {"epoch": 0, "history": [], "steps": 0, "step_s": 0.0, "loss_s": 0.0, "eval_s": 0.0}
+    saved = ckpt.load(ckpt_path) if (resume and ckpt_path) else None
+    if saved is not None:
+        if saved["fingerprint"] != fp:
+            raise ValueError(f"checkpoint {ckpt_path} was written by another configuration; "
+                             "delete it or run without --resume")
+        model.load_state_dict(saved["model"])
+        state = saved["state"]
+        if saved["completed"]:  # a finished run: its model and history, nothing to redo
+            return _result(state, True)
+        opt.load_state_dict(saved["optimizer"])
+        gen.set_state(saved["generator"])
+        ckpt.set_rng_state(saved["rng"])
+
+    images = data.images[data.train].to(device)
+    texts = data.texts[data.train[text_index]].to(device)
+    steps_per_epoch = max(1, n_train // cfg.batch_size)  # drop_last: every batch has B pairs
+    total_steps = cfg.epochs * steps_per_epoch
+
+    if state["epoch"] == 0 and not state["history"]:
+        t = time.perf_counter()
+        entry = {"epoch": 0, "tau": _tau_now(model, cfg, 0.0), **evaluate(model, data, cfg)}
+        state["eval_s"] += time.perf_counter() - t
+        state["history"].append(entry)
+        if on_epoch:
+            on_epoch(entry)
+
+    while state["epoch"] < cfg.epochs:
+        if stop_after is not None and state["epoch"] >= stop_after:
+            return _result(state, False)
+        perm = torch.randperm(n_train, generator=gen).to(device)
+        loss_sum = 0.0
+        for b in range(steps_per_epoch):
+            idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            progress = state["steps"] / max(total_steps - 1, 1)
+            mask = None
+            if cfg.swap_p > 0:  # a fresh mask for every batch
+                mask = (torch.rand(idx.numel(), generator=gen) < cfg.swap_p).to(device)
+            loss, dt_step, dt_loss = _step(model, opt, cfg, images[idx], texts[idx], mask,
+                                           progress, learnable, gen, device)
+            loss_sum += loss
+            state["steps"] += 1
+            state["step_s"] += dt_step
+            state["loss_s"] += dt_loss
+        state["epoch"] += 1
+        t = time.perf_counter()
+        entry = {"epoch": state["epoch"], "loss": loss_sum / steps_per_epoch,
+                 "tau": _tau_now(model, cfg, state["steps"] / max(total_steps - 1, 1)),
+                 **evaluate(model, data, cfg)}
+        state["eval_s"] += time.perf_counter() - t
+        state["history"].append(entry)
+        if on_epoch:
+            on_epoch(entry)
+        if ckpt_path:
+            done = state["epoch"] >= cfg.epochs
+            saved = {"model": model.state_dict(), "state": state, "fingerprint": fp,
+                     "completed": done}
+            if not done:  # a finished run needs no optimizer or RNG state: a third the size
+                saved.update(optimizer=opt.state_dict(), generator=gen.get_state(),
+                             rng=ckpt.rng_state())
+            ckpt.save_atomic(saved, ckpt_path)
+    return _result(state, True)
+
+
+def _tau_now(model, cfg: TrainConfig, progress: float) -> float:
+    if cfg.temperature == "learnable":
+        return float(1.0 / model.logit_scale().detach())
+    return temperature_at(cfg, min(progress, 1.0))
+
+
+def _step(model, opt, cfg: TrainConfig, images: Tensor, texts: Tensor, mask, progress: float,
+          learnable: bool, gen: torch.Generator, device) -> tuple[float, float, float]:
+    """One optimizer step -> (loss value, step seconds, contrastive-loss seconds).
+
+    The graph is cut at the embeddings so that the loss's forward *and* backward can be timed
+    on their own: the loss runs on detached leaves, then the encoders' backward is driven by
+    the leaves' gradients (the chain rule, unchanged; one extra autograd call).
+    """
+    _sync(device)
+    t0 = time.perf_counter()
+    out = model(images, texts)
+    scale = model.logit_scale() if learnable else \
+        torch.tensor(1.0 / temperature_at(cfg, progress), device=device)
+    a = out["image"].detach().requires_grad_()
+    b = out["text"].detach().requires_grad_()
+    s = scale.detach().requires_grad_(learnable)
+    _sync(device)
+    t1 = time.perf_counter()
+    if cfg.objective == "clip":
+        loss = gapops.contrastive_loss(a, b, s, swap_mask=mask, backend=cfg.backend,
+                                       deterministic=cfg.deterministic)
+    elif cfg.objective == "align":
+        loss = losses.alignment_loss(a, b)
+    else:
+        raise ValueError(f"unknown objective {cfg.objective!r}; choose 'clip' or 'align'")
+    loss.backward()
+    _sync(device)
+    t2 = time.perf_counter()
+    roots, grads = [out["image"], out["text"]], [a.grad, b.grad]
+    if learnable and s.grad is not None:
+        roots.append(scale)
+        grads.append(s.grad)
+    reg = _regularizers(cfg, model, out, images, texts, scale, gen)
+    if reg is not None:
+        roots.append(reg)
+        grads.append(torch.ones_like(reg))
+    torch.autograd.backward(roots, grads)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    with torch.no_grad():  # CLIP clamps the learnable scale to ≤ 100 after each step
+        model.log_scale.clamp_(max=math.log(100.0))
+    _sync(device)
+    t3 = time.perf_counter()
+    return float(loss.detach()), t3 - t0, t2 - t1
+
+
+def _result(state: dict, completed: bool) -> dict:
+    hist = state["history"]
+    final = {k: v for k, v in hist[-1].items() if k != "epoch"} if hist else {}
+    return {"history": hist, "final": final, "steps": state["steps"], "step_s": state["step_s"],
+            "loss_s": state["loss_s"], "eval_s": state["eval_s"], "completed": completed}

@@ -1,0 +1,110 @@
+"""One figure per study from its result dict; matplotlib is optional (a message, no figure)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _pyplot():
+    try:
+        import matplotlib
+        matplotlib.use("Agg")  # files only, no display needed
+        import matplotlib.pyplot as plt
+        return plt
+    except ImportError:
+        print("(matplotlib is not installed: no figure written; pip install matplotlib)")
+        return None
+
+
+def _history_panel(ax, result: dict, key: str, log: bool) -> None:
+    for a in result["arms"]:
+        ep = [h["epoch"] for h in a["history"] if h.get(key) is not None]
+        ys = [h[key] for h in a["history"] if h.get(key) is not None]
+        ax.plot(ep, ys, marker="o", ms=2.5, label=a["name"])
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(key)
+    if log:
+        ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+
+
+def _bar_panel(ax, result: dict, bars: tuple) -> None:
+    names = [a["name"] for a in result["arms"]]
+    width = 0.8 / len(bars)
+    for j, metric in enumerate(bars):
+        means = [a["final"].get(metric) or 0.0 for a in result["arms"]]
+        stds = [a["final_std"].get(metric) or 0.0 for a in result["arms"]]
+        xs = [i + (j - (len(bars) - 1) / 2) * width for i in range(len(names))]
+        ax.bar(xs, means, width, yerr=stds, capsize=2, label=metric)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=20, fontsize=7)
+    ax.legend(fontsize=7)
+    ax.set_title(f"final, mean ± std over {len(result['seeds'])} seeds", fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+
+
+def _cone_panels(axes, result: dict) -> None:
+    depth = [a["params"]["depth"] for a in result["arms"]]
+    for metric in ("cone_image", "cone_text", "cone_random", "gap"):
+        axes[0].errorbar(depth, [a["final"][metric] for a in result["arms"]],
+                         yerr=[a["final_std"][metric] for a in result["arms"]], marker="o",
+                         capsize=2, label=metric)
+    axes[0].set_xscale("log", base=2)
+    axes[0].set_xlabel("trunk depth (random init)")
+    axes[0].legend(fontsize=7)
+    axes[0].grid(alpha=0.3)
+    # the depth the other studies train (2), else the deepest
+    pick = next((a for a in result["arms"] if a["params"].get("depth") == 2), result["arms"][-1])
+    deep = pick["scatter"]
+    for mod, color in (("image", "tab:blue"), ("text", "tab:red")):
+        pts = deep[mod]
+        axes[1].scatter([p[0] for p in pts], [p[1] for p in pts], s=6, c=color, label=mod)
+    axes[1].set_title(f"PCA of both towers' embeddings at init ({pick['name']})", fontsize=8)
+    axes[1].legend(fontsize=7)
+
+
+def _shift_panels(axes, result: dict) -> None:
+    for a in result["arms"]:
+        lam = [p["lambda"] for p in a["landscape"]]
+        loss = [p["loss"] for p in a["landscape"]]
+        base = loss[lam.index(0.0)]
+        axes[0].plot(lam, [v - base for v in loss], label=a["name"])
+        best = min(range(len(lam)), key=loss.__getitem__)
+        axes[0].plot(lam[best], loss[best] - base, "k.", ms=8)
+    axes[0].axvline(0, color="gray", lw=0.5)
+    axes[0].set_xlabel("shift λ (0 = trained embeddings, 1 = centroids matched)")
+    axes[0].set_ylabel("loss(λ) − loss(0)")
+    axes[0].legend(fontsize=7)
+    axes[0].grid(alpha=0.3)
+    taus = [a["params"]["eval_tau"] for a in result["arms"]]
+    axes[1].errorbar(taus, [a["final"]["argmin_lambda"] for a in result["arms"]],
+                     yerr=[a["final_std"]["argmin_lambda"] for a in result["arms"]], marker="o",
+                     capsize=2)
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("τ of the loss")
+    axes[1].set_ylabel("argmin λ")
+    axes[1].grid(alpha=0.3)
+
+
+def plot_study(result: dict, path, key: str = "gap", bars: tuple = ("gap",),
+               log_key: bool = False) -> bool:
+    """Write the study's two-panel figure to ``path`` (PNG); False when matplotlib is missing."""
+    plt = _pyplot()
+    if plt is None:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), dpi=80)
+    if result["study"] == "cone":
+        _cone_panels(axes, result)
+    elif result["study"] == "shift":
+        _shift_panels(axes, result)
+    else:
+        _history_panel(axes[0], result, key, log_key)
+        _bar_panel(axes[1], result, bars)
+    verdict = "reproduced" if result["reproduced"] else "NOT reproduced"
+    fig.suptitle(f"{result['study']}: {verdict} ({result['scale']}, "
+                 f"{len(result['seeds'])} seeds)", fontsize=9)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return True

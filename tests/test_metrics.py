@@ -1,0 +1,162 @@
+"""gapops.metrics on embeddings whose answers are known in closed form."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gapops import metrics as M
+
+
+def _rand(n, d, seed=0):
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed))
+
+
+def test_identical_embeddings_have_no_gap_and_perfect_alignment():
+    x = _rand(50, 8)
+    assert M.modality_gap(x, x) == 0.0
+    assert M.alignment(x, x) == pytest.approx(0.0, abs=1e-6)
+    assert torch.equal(M.gap_vector(x, x), torch.zeros(8))
+
+
+def test_two_orthogonal_points_are_sqrt2_apart():
+    x, y = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    assert M.modality_gap(x, y) == pytest.approx(math.sqrt(2), rel=1e-6)
+    assert M.alignment(x, y) == pytest.approx(2.0, rel=1e-6)
+    assert M.cross_cosine(x, y) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_metrics_normalize_their_inputs():
+    x, y = _rand(40, 6, 1), _rand(40, 6, 2)
+    assert M.modality_gap(7.0 * x, 0.1 * y) == pytest.approx(M.modality_gap(x, y), rel=1e-5)
+    assert M.cone_cosine(3.0 * x) == pytest.approx(M.cone_cosine(x), rel=1e-5, abs=1e-7)
+    assert M.alignment(2 * x, y) == pytest.approx(M.alignment(x, y), rel=1e-5)
+
+
+def test_gap_vector_is_the_difference_of_normalized_means():
+    x, y = _rand(30, 5, 3) + 1, _rand(20, 5, 4)
+    want = F.normalize(x, dim=1).mean(0) - F.normalize(y, dim=1).mean(0)
+    torch.testing.assert_close(M.gap_vector(x, y), want)
+
+
+def test_isotropic_gaussian_has_no_cone():
+    x = _rand(4000, 64, 5)
+    assert abs(M.cone_cosine(x)) < 0.01
+    assert abs(M.cross_cosine(x, _rand(4000, 64, 6))) < 0.01
+
+
+def test_cone_cosine_matches_the_pairwise_mean_and_is_one_for_a_ray():
+    x = _rand(25, 4, 7) + 0.5
+    u = F.normalize(x.double(), dim=1)
+    sims = u @ u.T
+    brute = (sims.sum() - sims.diagonal().sum()) / (25 * 24)
+    assert M.cone_cosine(x) == pytest.approx(float(brute), rel=1e-5)
+    assert M.cone_cosine(torch.ones(10, 3) * torch.tensor([1.0, 2.0, 3.0])) == \
+        pytest.approx(1.0, rel=1e-6)
+
+
+def test_cross_cosine_matches_the_all_pairs_mean():
+    x, y = _rand(30, 6, 8) + 0.3, _rand(20, 6, 9)
+    brute = (F.normalize(x, dim=1) @ F.normalize(y, dim=1).T).mean()
+    assert M.cross_cosine(x, y) == pytest.approx(float(brute), rel=1e-5, abs=1e-7)
+
+
+@pytest.mark.parametrize("chunk", [1024, 7])
+def test_uniformity_matches_brute_force(monkeypatch, chunk):
+    monkeypatch.setattr(M, "_CHUNK", chunk)  # also exercise the row-block path
+    x = _rand(40, 5, 10)
+    u = F.normalize(x.double(), dim=1)
+    d2 = torch.cdist(u, u).pow(2)
+    off = ~torch.eye(40, dtype=torch.bool)
+    brute = torch.log(torch.exp(-2 * d2[off]).mean())
+    assert M.uniformity(x) == pytest.approx(float(brute), rel=1e-5)
+
+
+def test_uniformity_of_two_antipodal_points():
+    # ||u - v||^2 = 4 -> log exp(-8) = -8
+    assert M.uniformity(torch.tensor([[1.0, 0.0], [-1.0, 0.0]])) == pytest.approx(-8.0)
+
+
+def test_linear_separability_of_gapped_and_of_identical_modalities():
+    x = _rand(300, 16, 11)
+    assert M.linear_separability(x + 5.0, x - 5.0) == 1.0
+    same = M.linear_separability(_rand(300, 16, 12), _rand(300, 16, 13))
+    assert 0.3 < same < 0.7
+
+
+def test_linear_probe_reads_classes_off_separated_clusters():
+    centers = torch.eye(4) * 10
+    labels = torch.arange(200) % 4
+    x = centers[labels] + 0.1 * _rand(200, 4, 14)
+    assert M.linear_probe_accuracy(x, labels) == 1.0
+
+
+def test_condition_number_and_effective_rank_of_a_diagonal_matrix():
+    d = torch.diag(torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    assert M.condition_number(d, normalize=False) == pytest.approx(4.0)
+    p = torch.tensor([1.0, 2.0, 3.0, 4.0]) / 10
+    assert M.effective_rank(d, normalize=False) == pytest.approx(
+        float(torch.exp(-(p * p.log()).sum())), rel=1e-6)
+    # normalized rows of a diagonal matrix are the identity: flat spectrum
+    assert M.condition_number(d) == pytest.approx(1.0)
+    assert M.effective_rank(d) == pytest.approx(4.0)
+
+
+def test_condition_number_after_normalization_counts_directions():
+    # four rows along e1, one along e2 (any lengths): singular values 2 and 1
+    x = torch.tensor([[3.0, 0], [1, 0], [2, 0], [5, 0], [0, 9]])
+    assert M.condition_number(x) == pytest.approx(2.0)
+    assert M.effective_rank(torch.ones(6, 3)) == pytest.approx(1.0)
+    assert M.condition_number(torch.ones(6, 3)) > 1e6
+
+
+def test_retrieval_recall_perfect_and_deranged():
+    x = _rand(64, 16, 15)
+    r = M.retrieval_recall(x, x)
+    assert r == {"i2t_r1": 1.0, "i2t_r5": 1.0, "t2i_r1": 1.0, "t2i_r5": 1.0}
+    # text i is image i+1's embedding: the partner is never the best match
+    wrong = M.retrieval_recall(x, x.roll(1, 0), ks=(1,))
+    assert wrong["i2t_r1"] == 0.0 and wrong["t2i_r1"] == 0.0
+
+
+def test_retrieval_recall_in_chunks_and_with_labels(monkeypatch):
+    x = _rand(50, 8, 16)
+    full = M.retrieval_recall(x, x + 0.5 * _rand(50, 8, 17))
+    monkeypatch.setattr(M, "_CHUNK", 8)
+    assert M.retrieval_recall(x, x + 0.5 * _rand(50, 8, 17)) == full
+    labels = torch.zeros(50, dtype=torch.long)  # one class: every candidate is a hit
+    assert M.retrieval_recall(x, x.roll(1, 0), labels=labels)["i2t_r1"] == 1.0
+
+
+def test_zero_shot_accuracy_with_single_and_ensembled_prompts():
+    centers = torch.eye(3)
+    labels = torch.tensor([0, 1, 2, 2, 1, 0])
+    images = centers[labels] + 0.05
+    assert M.zero_shot_accuracy(images, centers, labels) == 1.0
+    prompts = torch.stack([centers, 2 * centers], 1)  # [K, P=2, d]
+    assert M.zero_shot_accuracy(images, prompts, labels) == 1.0
+    assert M.zero_shot_accuracy(images, centers, (labels + 1) % 3) == 0.0
+
+
+def test_summary_has_every_metric_that_applies_and_takes_numpy():
+    x, y = _rand(60, 8, 18), _rand(60, 8, 19)
+    s = M.summary(x.numpy(), y.numpy())
+    for k in ("gap", "cross_cosine", "cone_image", "cone_text", "alignment", "uniformity_image",
+              "uniformity_text", "separability", "cond_image", "cond_text", "erank_image",
+              "erank_text", "i2t_r1", "i2t_r5", "t2i_r1", "t2i_r5"):
+        assert isinstance(s[k], float), k
+    assert "zero_shot" not in s and "class_probe" not in s
+    labels = np.arange(60) % 3
+    s = M.summary(x, y, labels=labels, class_emb=torch.randn(3, 8))
+    assert 0.0 <= s["zero_shot"] <= 1.0 and 0.0 <= s["class_probe"] <= 1.0
+    assert s["gap"] == M.modality_gap(x, y)
+
+
+def test_bad_shapes_are_refused():
+    with pytest.raises(ValueError):
+        M.modality_gap(torch.randn(4), torch.randn(4))
+    with pytest.raises(ValueError):
+        M.modality_gap(torch.randn(4, 3), torch.randn(4, 5))
+    with pytest.raises(ValueError):
+        M.alignment(torch.randn(4, 3), torch.randn(5, 3))
