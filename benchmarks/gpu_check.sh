@@ -2,6 +2,7 @@
 # The whole GPU check in one go (meant to stay under ten minutes on one H100):
 #   1. build the extension in place (CUDA kernels included when nvcc is found),
 #   2. the full test suite with CUDA (every backend, the triton one compiled for real),
+#   2b. compute-sanitizer memcheck/racecheck on backend='cuda',
 #   3. the GPU benchmarks (bench_gpu.py) and the largest batch per method (max_batch.py),
 #   4. a markdown table appended to benchmarks/RESULTS.md (device name and date).
 # Usage: bash benchmarks/gpu_check.sh        QUICK=1 shrinks the benchmark grid to d = 768.
@@ -22,6 +23,10 @@ python -c "import gapops; print(gapops.backends()); print(gapops.build_info())"
 echo "== tests (CUDA)"
 time python -m pytest -q tests -p no:cacheprovider --durations=15 2>&1 | tee "$OUT_DIR/pytest.txt" \
     | tail -40 || echo "gpu_check.sh: TESTS FAILED (see $OUT_DIR/pytest.txt); benchmarks still run"
+
+echo "== compute-sanitizer on the cuda backend (small cases)"
+time bash benchmarks/gpu_sanitize.sh 2>&1 | tee "$OUT_DIR/sanitize.txt" | tail -8 \
+    || echo "gpu_check.sh: SANITIZER REPORTED ERRORS (see $OUT_DIR/sanitize.txt)"
 
 if [ "${QUICK:-0}" = "1" ]; then export GAPOPS_BENCH_D="${GAPOPS_BENCH_D:-768}"; fi
 echo "== benchmarks"
