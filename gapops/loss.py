@@ -47,24 +47,18 @@ def contrastive_loss(image_features: Tensor, text_features: Tensor, logit_scale,
     a, b = swap_and_normalize(image_features, text_features, swap_mask, normalize)
 
     if group is not None:
-        from .distributed import distributed_loss_rows
+        from .distributed import distributed_loss_rows, sum_over_ranks
         rows, global_n = distributed_loss_rows(a, b, scale, be.name, deterministic, group)
-        if reduction != "none":  # the global sum, on every rank (see gapops/distributed.py)
-            from .distributed import sum_over_ranks
-            total = sum_over_ranks(rows.sum(), group)
-            return total / global_n if reduction == "mean" else total
+    elif be.name == "reference":
+        rows, global_n = reference_loss_rows(a, b, scale), a.shape[0]
     else:
-        global_n = a.shape[0]
-        if be.name == "reference":
-            rows = reference_loss_rows(a, b, scale)
-        else:
-            rows = _ops.clip_loss_rows(a, b, scale, be.name, deterministic)[0]
+        rows, global_n = _ops.clip_loss_rows(a, b, scale, be.name, deterministic)[0], a.shape[0]
 
-    if reduction == "mean":
-        return rows.sum() / global_n
-    if reduction == "sum":
-        return rows.sum()
-    return rows
+    if reduction == "none":
+        return rows
+    # Across ranks the reduction is the global sum, the same on every rank (gapops/distributed.py).
+    total = rows.sum() if group is None else sum_over_ranks(rows.sum(), group)
+    return total / global_n if reduction == "mean" else total
 
 
 class ContrastiveLoss(nn.Module):

@@ -78,6 +78,15 @@ struct WmmaIn<float> {
   static constexpr int K = 8;
 };
 
+// fp32 operands feed the TF32 mma: round each loaded fragment element to TF32 first.
+template <typename E, typename Frag>
+__device__ __forceinline__ void round_to_tf32_if_float(Frag& f) {
+  if constexpr (std::is_same<E, float>::value) {
+#pragma unroll
+    for (int t = 0; t < f.num_elements; ++t) f.x[t] = wmma::__float_to_tf32(f.x[t]);
+  }
+}
+
 template <typename L>
 using WmmaLayout =
     typename std::conditional<std::is_same<L, RowMajor>::value, wmma::row_major,
@@ -111,20 +120,14 @@ struct WmmaTile {
         const int r0 = wr * 32 + i * 16;
         const E* p = std::is_same<LX, RowMajor>::value ? X + r0 * ldx + k0 : X + k0 * ldx + r0;
         wmma::load_matrix_sync(fa[i], p, ldx);
-        if constexpr (std::is_same<E, float>::value) {
-#pragma unroll
-          for (int t = 0; t < fa[i].num_elements; ++t) fa[i].x[t] = wmma::__float_to_tf32(fa[i].x[t]);
-        }
+        round_to_tf32_if_float<E>(fa[i]);
       }
 #pragma unroll
       for (int j = 0; j < FN; ++j) {
         const int c0 = wc * (N / 2) + j * 16;
         const E* p = std::is_same<LY, RowMajor>::value ? Y + k0 * ldy + c0 : Y + c0 * ldy + k0;
         wmma::load_matrix_sync(fb[j], p, ldy);
-        if constexpr (std::is_same<E, float>::value) {
-#pragma unroll
-          for (int t = 0; t < fb[j].num_elements; ++t) fb[j].x[t] = wmma::__float_to_tf32(fb[j].x[t]);
-        }
+        round_to_tf32_if_float<E>(fb[j]);
       }
 #pragma unroll
       for (int i = 0; i < FM; ++i)
