@@ -61,13 +61,13 @@ def _cpu_simd_flags():
     if choice == "none":
         return []
     if choice == "avx2":
-        return ["-mavx2", "-mfma"]
+        return ["-mavx2", "-mfma", "-mf16c"]
     try:
         with open("/proc/cpuinfo") as f:
             flags = f.read()
     except OSError:
         return []
-    return ["-mavx2", "-mfma"] if (" avx2" in flags and " fma" in flags) else []
+    return ["-mavx2", "-mfma", "-mf16c"] if (" avx2" in flags and " fma" in flags and " f16c" in flags) else []
 
 
 def _nvidia_wheel_includes():
@@ -98,7 +98,9 @@ def _cuda_archs():
 def extensions():
     cxx = ["-O3", "-fopenmp-simd", f'-DGAPOPS_TORCH_VERSION="{torch.__version__}"']
     cxx += _cpu_simd_flags()
-    sources = ["csrc/ops.cpp", "csrc/cpu/strip.cpp", "csrc/cpu/tile_math_ops.cpp"]
+    # csrc/testing: the test-only ops (torch.ops.gapops_testing), compiled into every build.
+    sources = (["csrc/ops.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
+               + sorted(glob.glob("csrc/testing/*.cpp")))
     skip = _cuda_reason_to_skip()
     if skip:
         if _env_flag("GAPOPS_FORCE_CUDA_BUILD"):

@@ -1,223 +1,473 @@
-"""GPU benchmarks: contrastive loss forward + backward, gapops against the usual alternatives.
+"""GPU benchmark of the contrastive loss (forward + backward), gapops against the usual alternatives.
 
-    pytest benchmarks/bench_gpu.py --benchmark-json=bench.json   (skipped cleanly without CUDA)
+    python3 benchmarks/bench_gpu.py --jsonl bench.jsonl                 # QUICK grid, every method
+    python3 benchmarks/bench_gpu.py --jsonl bench.jsonl --full          # the long grid
+    python3 benchmarks/bench_gpu.py --jsonl b.jsonl --cases 32768x768xbf16 --methods naive
+    python3 benchmarks/bench_gpu.py --dry-run --jsonl b.jsonl           # CPU, tiny, Triton interpreted
 
-Grid: N in {4096, 16384, 32768, 65536} x d in {512, 768, 1024} x {bf16, fp32}, every method in
-one run. Methods (each one forward + backward to the features and the logit scale):
-  gapops_triton, gapops_cuda (when built)  gapops.contrastive_loss(backend=...)
-  naive           the reference math in the INPUT dtype: normalize, s * a @ b.T, two cross-entropies
-  naive_compile   torch.compile(naive, dynamic=True)
-  open_clip       open_clip.loss.ClipLoss on normalized features (if importable)
-  inf_cl          (cal_inf_loss(img, txt, scale) + cal_inf_loss(txt, img, scale)) / 2 (if importable)
-Each case records in extra_info: status (ok / OOM / error), TFLOP/s counted as 8 N^2 d per
-forward + backward (DESIGN.md section 4, whatever the method really computes), the dense matmul
-rate of torch.mm [N, d] @ [d, N] in the same dtype measured in the same run, the fraction of it,
-and peak memory (torch.cuda.max_memory_allocated, total and above the inputs).
-Environment: GAPOPS_BENCH_N, GAPOPS_BENCH_D (comma lists), GAPOPS_BENCH_DTYPES (bf16,fp32),
-GAPOPS_BENCH_METHODS (comma list), GAPOPS_BENCH_ROUNDS (default 3) narrow the grid.
+Cases are NxDxDTYPE with DTYPE one of bf16, fp16, fp32 (IEEE products) and tf32 (fp32 inputs with
+torch.backends.cuda.matmul.allow_tf32 = True, which gapops' fp32 kernels honour too).
+QUICK: 32768x768xbf16 and 16384x512xtf32. --full: N in {4096, 16384, 32768, 65536} x d in
+{512, 768, 1024} x {bf16, tf32}.
+
+Methods, each one forward + backward to both feature matrices and the logit scale, all through
+public APIs so that the kernels behind them can be rewritten freely:
+  gapops_triton_fused   gapops.contrastive_loss(backend="triton"), GAPOPS_TRITON_BWD=fused
+  gapops_triton_gstrip  the same with GAPOPS_TRITON_BWD=gstrip
+  gapops_triton_det     backend="triton", deterministic=True                   (--full)
+  gapops_cuda           backend="cuda"
+  gapops_cuda_det       backend="cuda", deterministic=True                     (--full)
+  naive                 gapops.reference.reference_contrastive_loss (the N x N logits in fp32)
+  naive_compile         torch.compile of that function
+  naive_input_dtype     the same math with the logits in the input dtype     (--full)
+  open_clip             open_clip.loss.ClipLoss on normalized features (needs open_clip_torch)
+  inf_cl                Inf-CL's cal_inf_loss, both directions averaged (needs inf_cl)
+
+Every method runs in its own child process (the GAPOPS_TRITON_BWD switch is set before gapops is
+imported; a crash, a hang or a leak costs only that method), with a time cap of
+min(--method-cap, what is left of --budget); a killed method keeps the cases it finished. Each
+case writes one JSON line as soon as it is measured: status (ok / OOM / error / unavailable /
+timeout), the median step time, the first call's time (compiles, autotuning), TFLOP/s counted as
+8 N^2 d per step (DESIGN.md section 4, whatever the method really computes), the rate of the dense
+product torch.mm([N, d], [d, N]) in the same dtype measured in the same process, the fraction of
+it, and peak memory (torch.cuda.max_memory_allocated over one step: in all, and above the inputs).
+gpu_report.py turns the lines into Markdown.
 """
 from __future__ import annotations
 
+import argparse
 import gc
+import importlib.util
+import json
 import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
 
-import pytest
-import torch
-import torch.nn.functional as F
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+if importlib.util.find_spec("gapops") is None:  # not installed: the checkout's package
+    sys.path.insert(0, ROOT)
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-
-def _env_list(name, default, cast=str):
-    raw = os.environ.get(name)
-    return [cast(v) for v in raw.split(",")] if raw else default
-
-
-NS = _env_list("GAPOPS_BENCH_N", [4096, 16384, 32768, 65536], int)
-DS = _env_list("GAPOPS_BENCH_D", [512, 768, 1024], int)
-DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
-DTYPE_NAMES = _env_list("GAPOPS_BENCH_DTYPES", ["bf16", "fp32"])
-ALL_METHODS = ["gapops_triton", "gapops_cuda", "naive", "naive_compile", "open_clip", "inf_cl"]
-METHODS = _env_list("GAPOPS_BENCH_METHODS", ALL_METHODS)
-ROUNDS = int(os.environ.get("GAPOPS_BENCH_ROUNDS", "3"))
 LOGIT_SCALE = 14.285714  # 1 / 0.07, CLIP's initial temperature
+QUICK_CASES = ["32768x768xbf16", "16384x512xtf32"]
+FULL_CASES = [f"{n}x{d}x{dt}" for dt in ("bf16", "tf32") for d in (512, 768, 1024)
+              for n in (4096, 16384, 32768, 65536)]
+DRY_CASES = ["64x32xbf16", "48x16xtf32"]
+QUICK_METHODS = ["gapops_triton_fused", "gapops_triton_gstrip", "gapops_cuda", "naive",
+                 "naive_compile", "open_clip", "inf_cl"]
+FULL_METHODS = ["gapops_triton_fused", "gapops_triton_gstrip", "gapops_triton_det", "gapops_cuda",
+                "gapops_cuda_det", "naive", "naive_compile", "naive_input_dtype", "open_clip",
+                "inf_cl"]
+# GAPOPS_TRITON_BWD of the Triton methods (set in the child's environment before any import)
+TRITON_BWD = {"gapops_triton_fused": "fused", "gapops_triton_gstrip": "gstrip"}
+# third-party methods: the module whose absence makes the method unavailable (checked without
+# starting a child)
+NEEDS_MODULE = {"open_clip": "open_clip", "inf_cl": "inf_cl"}
+
+
+def parse_case(text):
+    n, d, dt = text.split("x")
+    if dt not in ("bf16", "fp16", "fp32", "tf32"):
+        raise ValueError(f"case {text!r}: dtype must be bf16, fp16, fp32 or tf32")
+    return int(n), int(d), dt
+
+
+def triton_bwd_switch_known() -> bool:
+    """Whether this gapops checkout reads GAPOPS_TRITON_BWD at all (else both shapes time alike)."""
+    for name in os.listdir(os.path.join(ROOT, "gapops")):
+        if name.endswith(".py"):
+            with open(os.path.join(ROOT, "gapops", name), errors="ignore") as f:
+                if "GAPOPS_TRITON_BWD" in f.read():
+                    return True
+    return False
 
 
 # ---------------------------------------------------------------------------------------------
-# The methods: fn(x [N,d], y [N,d], s 0-dim fp32) -> scalar loss, or a string saying why not
+# Child side: the methods and the measurement (imports torch)
 # ---------------------------------------------------------------------------------------------
 
-def naive_loss(x, y, s):
-    a, b = F.normalize(x, dim=1), F.normalize(y, dim=1)
-    logits = s.to(x.dtype) * (a @ b.T)
-    labels = torch.arange(x.shape[0], device=x.device)
-    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+def torch_dtype(name):
+    import torch
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32,
+            "tf32": torch.float32}[name]
 
 
-_compiled = {}
+def set_tf32(dtype_name):
+    import torch
+    on = dtype_name == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = on
+    torch.backends.cudnn.allow_tf32 = on
 
 
-def _naive_compile(x, y, s):
-    if "fn" not in _compiled:
-        _compiled["fn"] = torch.compile(naive_loss, dynamic=True)
-    return _compiled["fn"](x, y, s)
+def get_method(name, dry_run=False):
+    """(fn(x, y, s) -> scalar loss, None) or (None, why it is unavailable)."""
+    import torch
+    import torch.nn.functional as F
 
+    if name.startswith("gapops_"):
+        import gapops
+        backend = "triton" if "triton" in name else "cuda"
+        why = gapops.backends()[backend]
+        if why != "available":
+            return None, why
+        det = name.endswith("_det")
 
-def _gapops(backend):
-    import gapops
+        def fn(x, y, s):
+            return gapops.contrastive_loss(x, y, s, backend=backend, deterministic=det)
+        return fn, None
+    if name in ("naive", "naive_compile"):
+        from gapops.reference import reference_contrastive_loss
+        if name == "naive":
+            return reference_contrastive_loss, None
+        # In a dry run (CPU) inductor would spend a minute compiling C++: the eager backend
+        # exercises the same code path in a second.
+        return torch.compile(reference_contrastive_loss,
+                             backend="eager" if dry_run else "inductor"), None
+    if name == "naive_input_dtype":
+        def fn(x, y, s):
+            a, b = F.normalize(x, dim=1), F.normalize(y, dim=1)
+            logits = s.to(x.dtype) * (a @ b.T)
+            labels = torch.arange(x.shape[0], device=x.device)
+            return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+        return fn, None
+    try:
+        if name == "open_clip":
+            from open_clip.loss import ClipLoss
+            loss = ClipLoss()
 
-    def fn(x, y, s):
-        return gapops.contrastive_loss(x, y, s, backend=backend)
-    return fn
+            def fn(x, y, s):
+                return loss(F.normalize(x, dim=1), F.normalize(y, dim=1), s)
+            return fn, None
+        if name == "inf_cl":
+            from inf_cl import cal_inf_loss
+            _init_single_process_group()
 
-
-def _open_clip():
-    from open_clip.loss import ClipLoss
-    loss = ClipLoss()
-
-    def fn(x, y, s):
-        return loss(F.normalize(x, dim=1), F.normalize(y, dim=1), s)
-    return fn
+            def fn(x, y, s):
+                a, b = F.normalize(x, dim=1), F.normalize(y, dim=1)
+                return 0.5 * (cal_inf_loss(a, b, scale=s) + cal_inf_loss(b, a, scale=s))
+            return fn, None
+    except ImportError as e:
+        return None, f"not importable ({e})"
+    raise ValueError(f"unknown method {name!r}")
 
 
 def _init_single_process_group():
+    """Inf-CL reads the world size and rank: one process, one GPU."""
     import torch.distributed as dist
     if dist.is_available() and not dist.is_initialized():
-        dist.init_process_group("nccl", init_method="tcp://127.0.0.1:29531", rank=0,
-                                world_size=1)
+        dist.init_process_group("nccl", init_method="tcp://127.0.0.1:29531", rank=0, world_size=1)
 
 
-def _inf_cl():
-    from inf_cl import cal_inf_loss
-    _init_single_process_group()
+class Device:
+    """What differs between a GPU run and a dry run on the CPU: timers, memory counters."""
 
-    def fn(x, y, s):
-        a, b = F.normalize(x, dim=1), F.normalize(y, dim=1)
-        return 0.5 * (cal_inf_loss(a, b, scale=s) + cal_inf_loss(b, a, scale=s))
-    return fn
+    def __init__(self, dry_run):
+        import torch
+        self.torch = torch
+        self.cuda = not dry_run
+        self.name = torch.cuda.get_device_name() if self.cuda else "cpu (dry run)"
+        self.type = "cuda" if self.cuda else "cpu"
+
+    def sync(self):
+        if self.cuda:
+            self.torch.cuda.synchronize()
+
+    def free(self):
+        gc.collect()
+        if self.cuda:
+            self.torch.cuda.empty_cache()
+
+    def allocated(self):
+        return self.torch.cuda.memory_allocated() if self.cuda else None
+
+    def reset_peak(self):
+        if self.cuda:
+            self.torch.cuda.reset_peak_memory_stats()
+
+    def peak(self):
+        return self.torch.cuda.max_memory_allocated() if self.cuda else None
+
+    def time_once(self, fn):
+        """Seconds of one fn() call: CUDA events on a GPU, the host clock on the CPU."""
+        if self.cuda:
+            torch = self.torch
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize()
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            return start.elapsed_time(end) / 1e3
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
+    def is_oom(self, e):
+        return isinstance(e, self.torch.cuda.OutOfMemoryError) or "out of memory" in str(e)
 
 
-def get_method(name):
-    """(fn, None) or (None, why it is unavailable)."""
-    try:
-        if name in ("gapops_triton", "gapops_cuda"):
-            import gapops
-            backend = name.split("_")[1]
-            why = gapops.backends()[backend]
-            return (_gapops(backend), None) if why == "available" else (None, why)
-        if name == "naive":
-            return naive_loss, None
-        if name == "naive_compile":
-            return _naive_compile, None
-        if name == "open_clip":
-            return _open_clip(), None
-        if name == "inf_cl":
-            return _inf_cl(), None
-    except ImportError as e:
-        return None, f"not importable ({e})"
-    raise ValueError(name)
-
-
-# ---------------------------------------------------------------------------------------------
-# Measurement helpers (shared with max_batch.py)
-# ---------------------------------------------------------------------------------------------
-
-def make_inputs(n, d, dtype, seed=0):
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    x = torch.randn(n, d, device="cuda", dtype=dtype, generator=g)
-    y = (0.5 * x.float() + torch.randn(n, d, device="cuda", generator=g)).to(dtype)
-    s = torch.tensor(LOGIT_SCALE, device="cuda", dtype=torch.float32)
-    return x.requires_grad_(), y.requires_grad_(), s.requires_grad_()
+def make_inputs(dev, n, d, dtype, seed=0):
+    torch = dev.torch
+    g = torch.Generator(device=dev.type).manual_seed(seed)
+    x = torch.randn(n, d, device=dev.type, dtype=torch.float32, generator=g)
+    y = 0.5 * x + torch.randn(n, d, device=dev.type, dtype=torch.float32, generator=g)
+    s = torch.tensor(LOGIT_SCALE, device=dev.type, dtype=torch.float32)
+    return x.to(dtype).requires_grad_(), y.to(dtype).requires_grad_(), s.requires_grad_()
 
 
 def step(fn, x, y, s):
-    """One forward + backward, synchronized."""
+    """One forward + backward (the caller synchronizes)."""
     x.grad = y.grad = s.grad = None
     loss = fn(x, y, s)
     loss.backward()
-    torch.cuda.synchronize()
     return loss
 
 
-def free_memory():
-    gc.collect()
-    torch.cuda.empty_cache()
+_mm_cache = {}
 
 
-def cuda_time(fn, reps=3):
-    """Mean seconds of fn() over reps, after one warmup, by CUDA events."""
-    fn()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(reps):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / 1e3 / reps
-
-
-_mm_rate = {}
-
-
-def dense_mm_tflops(n, d, dtype):
-    """Measured TFLOP/s of torch.mm [n, d] @ [d, n] in dtype (cached per shape)."""
-    key = (n, d, dtype)
-    if key not in _mm_rate:
-        free_memory()
+def dense_mm_tflops(dev, n, d, dtype_name, reps=5):
+    """Measured TFLOP/s of torch.mm([n, d], [d, n]) in this dtype (TF32 per the case)."""
+    key = (n, d, dtype_name)
+    if key not in _mm_cache:
+        torch = dev.torch
+        dev.free()
         try:
-            a = torch.randn(n, d, device="cuda", dtype=dtype)
-            b = torch.randn(d, n, device="cuda", dtype=dtype)
-            out = torch.empty(n, n, device="cuda", dtype=dtype)
-            t = cuda_time(lambda: torch.mm(a, b, out=out), reps=5)
-            _mm_rate[key] = 2.0 * n * n * d / t / 1e12
+            dt = torch_dtype(dtype_name)
+            a = torch.randn(n, d, device=dev.type).to(dt)
+            b = torch.randn(d, n, device=dev.type).to(dt)
+            out = torch.empty(n, n, device=dev.type, dtype=dt)
+            dev.time_once(lambda: torch.mm(a, b, out=out))  # warm-up (cuBLAS handle, heuristics)
+            t = statistics.median(dev.time_once(lambda: torch.mm(a, b, out=out)) for _ in range(reps))
+            _mm_cache[key] = 2.0 * n * n * d / t / 1e12
             del a, b, out
-        except torch.cuda.OutOfMemoryError:
-            _mm_rate[key] = float("nan")
-        free_memory()
-    return _mm_rate[key]
+        except Exception as e:  # noqa: BLE001 (OOM for the [N, N] output at large N)
+            print(f"  dense mm {n}x{d} {dtype_name}: {type(e).__name__}: {str(e)[:120]}", flush=True)
+            _mm_cache[key] = None
+        dev.free()
+    return _mm_cache[key]
 
 
-# ---------------------------------------------------------------------------------------------
-# The benchmark
-# ---------------------------------------------------------------------------------------------
-
-CASES = [(m, n, d, dt) for dt in DTYPE_NAMES for d in DS for n in NS for m in METHODS]
-
-
-@pytest.mark.parametrize("method,n,d,dtype", CASES,
-                         ids=[f"{m}-N{n}-d{d}-{dt}" for (m, n, d, dt) in CASES])
-def test_loss_fwd_bwd(benchmark, method, n, d, dtype):
-    fn, why = get_method(method)
-    info = benchmark.extra_info
-    info.update(method=method, N=n, d=d, dtype=dtype, flops=8.0 * n * n * d)
-    if fn is None:
-        pytest.skip(f"{method}: {why}")
-    torch_dtype = DTYPES[dtype]
-    info["mm_tflops"] = dense_mm_tflops(n, d, torch_dtype)
-    free_memory()
-    x, y, s = make_inputs(n, d, torch_dtype)
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
+def measure(dev, fn, n, d, dtype_name, time_per_case=2.0, max_reps=20):
+    """One case: a dict with status and, when it ran, times, rates and memory."""
+    set_tf32(dtype_name)
+    rec = {"flops": 8.0 * n * n * d, "mm_tflops": dense_mm_tflops(dev, n, d, dtype_name)}
+    dev.free()
+    x = y = s = None
     try:
-        step(fn, x, y, s)  # warmup: compiles, autotunes, allocates
-        torch.cuda.reset_peak_memory_stats()
-        step(fn, x, y, s)
-        info["peak_mem_bytes"] = torch.cuda.max_memory_allocated()
-        info["peak_extra_bytes"] = info["peak_mem_bytes"] - base
-        benchmark.pedantic(step, args=(fn, x, y, s), rounds=ROUNDS, iterations=1,
-                           warmup_rounds=0)
-        t = benchmark.stats.stats.mean
-        info["status"] = "ok"
-        info["tflops"] = info["flops"] / t / 1e12
-        info["frac_of_mm"] = info["tflops"] / info["mm_tflops"]
-    except torch.cuda.OutOfMemoryError:
-        info["status"] = "OOM"
-    except Exception as e:  # a third-party method failing must not stop the run
-        info["status"] = f"error: {type(e).__name__}: {str(e)[:200]}"
+        x, y, s = make_inputs(dev, n, d, torch_dtype(dtype_name))
+        dev.sync()
+        base = dev.allocated()
+        rec["first_call_s"] = dev.time_once(lambda: step(fn, x, y, s))  # compiles, tunes
+        dev.reset_peak()
+        warm = dev.time_once(lambda: step(fn, x, y, s))
+        peak = dev.peak()
+        if peak is not None:
+            rec["peak_bytes"], rec["extra_bytes"] = peak, peak - base
+        reps = max(3, min(max_reps, int(time_per_case / max(warm, 1e-6))))
+        times = [dev.time_once(lambda: step(fn, x, y, s)) for _ in range(reps)]
+        t = statistics.median(times)
+        rec.update(status="ok", ms=t * 1e3, ms_min=min(times) * 1e3, reps=reps,
+                   tflops=rec["flops"] / t / 1e12)
+        if rec["mm_tflops"]:
+            rec["frac_of_mm"] = rec["tflops"] / rec["mm_tflops"]
+    except Exception as e:  # noqa: BLE001 (a third-party method failing must not stop the run)
+        rec["status"] = "OOM" if dev.is_oom(e) else f"error: {type(e).__name__}: {str(e)[:200]}"
     finally:
         del x, y, s
-        free_memory()
-    if info["status"] != "ok" and not benchmark._mode:
-        # keep the case (and its status) in the JSON: a placeholder timing the report ignores
-        benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+        dev.free()
+    return rec
+
+
+def child_main(args):
+    """Runs one method over the cases, one JSON line per case (a 'started' line first)."""
+    dev = Device(args.dry_run)
+    fn, why = get_method(args.child, args.dry_run)
+    common = {"kind": "bench", "method": args.child, "device": dev.name}
+    if args.child in TRITON_BWD:
+        common["triton_bwd"] = os.environ.get("GAPOPS_TRITON_BWD")
+    for case in args.cases:
+        n, d, dt = parse_case(case)
+        row = {**common, "N": n, "d": d, "dtype": dt}
+        if fn is None:
+            emit(args.jsonl, {**row, "status": f"unavailable: {why}"})
+            continue
+        emit(args.jsonl, {**row, "status": "started"})
+        if args.sleep_method and args.sleep_method == f"{args.child}:{case}":
+            time.sleep(3600)  # test hook: a case that never ends (the caps must stop it)
+        rec = measure(dev, fn, n, d, dt, time_per_case=args.time_per_case)
+        emit(args.jsonl, {**row, **rec})
+        print(f"  {args.child:22s} {case:18s} {fmt_row(rec)}", flush=True)
+    return 0
+
+
+def fmt_row(rec):
+    if rec.get("status") != "ok":
+        return rec.get("status", "?")
+    frac = f"{100 * rec['frac_of_mm']:.0f}% of mm" if rec.get("frac_of_mm") else "mm n/a"
+    mem = f"{rec['extra_bytes'] / 2**30:.2f} GiB extra" if rec.get("extra_bytes") is not None else ""
+    return (f"{rec['ms']:9.2f} ms  {rec['tflops']:7.1f} TFLOP/s  {frac}  first call "
+            f"{rec['first_call_s']:.1f} s  {mem}")
+
+
+def emit(path, obj):
+    with open(path, "a") as f:
+        f.write(json.dumps(obj) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Parent side: one child per method, under a time cap (imports no torch)
+# ---------------------------------------------------------------------------------------------
+
+_RUNNING = []
+
+
+def _kill_children_and_exit(signum, frame):
+    """SIGTERM (gpu_check.sh's step cap): take the child's process group down too."""
+    for p in _RUNNING:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    sys.exit(128 + signum)
+
+
+def run_child(cmd, env, cap):
+    """Runs cmd in its own process group; kills the whole group at the cap (or when this process
+    gets SIGTERM/SIGINT). Returns (exit code or 'timeout', seconds)."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _kill_children_and_exit)
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, env=env, start_new_session=True)
+    _RUNNING.append(p)
+    try:
+        rc = p.wait(timeout=max(cap, 1))
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait()
+        rc = "timeout"
+    finally:
+        _RUNNING.remove(p)
+    return rc, time.monotonic() - t0
+
+
+def parent_main(args):
+    deadline = time.monotonic() + args.budget
+    methods = args.methods
+    known = triton_bwd_switch_known()
+    if not known and any(m in TRITON_BWD for m in methods):
+        print("bench_gpu.py: NOTE: gapops does not read GAPOPS_TRITON_BWD yet: the two Triton "
+              "rows time the same backward", flush=True)
+    print(f"bench_gpu.py: {len(methods)} methods x {len(args.cases)} cases, budget "
+          f"{args.budget:.0f} s, at most {args.method_cap:.0f} s per method", flush=True)
+    rc_all = 0
+    for i, m in enumerate(methods):
+        base = {"kind": "bench", "method": m}
+        mod = NEEDS_MODULE.get(m)
+        if mod and importlib.util.find_spec(mod) is None:
+            for case in args.cases:
+                n, d, dt = parse_case(case)
+                emit(args.jsonl, {**base, "N": n, "d": d, "dtype": dt,
+                                  "status": f"unavailable: {mod} is not installed"})
+            print(f"  {m:22s} unavailable: {mod} is not installed", flush=True)
+            continue
+        if m.startswith("gapops_cuda") and args.dry_run:
+            for case in args.cases:
+                n, d, dt = parse_case(case)
+                emit(args.jsonl, {**base, "N": n, "d": d, "dtype": dt,
+                                  "status": "skipped: dry run (the cuda backend needs a GPU)"})
+            print(f"  {m:22s} skipped: dry run (the cuda backend needs a GPU)", flush=True)
+            continue
+        left = deadline - time.monotonic()
+        cap = min(args.method_cap, left)
+        if cap < 5:
+            for case in args.cases:
+                n, d, dt = parse_case(case)
+                emit(args.jsonl, {**base, "N": n, "d": d, "dtype": dt,
+                                  "status": "skipped: benchmark budget spent"})
+            print(f"  {m:22s} skipped: benchmark budget spent", flush=True)
+            continue
+        env = dict(os.environ)
+        if m in TRITON_BWD:
+            env["GAPOPS_TRITON_BWD"] = TRITON_BWD[m]
+            if not known:
+                base["note"] = "GAPOPS_TRITON_BWD not read by this gapops"
+        cmd = [sys.executable, os.path.abspath(__file__), "--child", m, "--jsonl", args.jsonl,
+               "--cases", ",".join(args.cases), "--time-per-case", str(args.time_per_case)]
+        if args.dry_run:
+            cmd.append("--dry-run")
+        if args.sleep_method:
+            cmd += ["--sleep-method", args.sleep_method]
+        rc, secs = run_child(cmd, env, cap)
+        # cases the child did not finish: mark them (timeout / crash) so the table shows them
+        done = {}
+        for rec in read_jsonl(args.jsonl):
+            if rec.get("kind") == "bench" and rec.get("method") == m:
+                done[(rec["N"], rec["d"], rec["dtype"])] = rec.get("status")
+        for case in args.cases:
+            n, d, dt = parse_case(case)
+            st = done.get((n, d, dt))
+            if st is None or st == "started":
+                why = (f"timeout: method killed at its {cap:.0f} s cap" if rc == "timeout"
+                       else f"error: child exited with {rc}")
+                emit(args.jsonl, {**base, "N": n, "d": d, "dtype": dt, "status": why})
+        if rc not in (0,):
+            rc_all = 1
+        print(f"  {m:22s} done in {secs:.1f} s (exit {rc})", flush=True)
+    return rc_all
+
+
+def read_jsonl(path):
+    out = []
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if line:
+                    try:
+                        out.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        pass  # a line cut off by a kill
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--jsonl", required=True, help="JSON lines are appended here")
+    p.add_argument("--cases", default=None, help="comma list of NxDxDTYPE")
+    p.add_argument("--methods", default=None, help="comma list (default: QUICK or --full set)")
+    p.add_argument("--full", action="store_true", help="the long grid and every method")
+    p.add_argument("--dry-run", action="store_true",
+                   help="CPU, tiny sizes, Triton interpreted (TRITON_INTERPRET=1): checks the plumbing")
+    p.add_argument("--budget", type=float, default=float(os.environ.get("GAPOPS_BENCH_BUDGET", 240)),
+                   help="seconds for all methods together")
+    p.add_argument("--method-cap", type=float,
+                   default=float(os.environ.get("GAPOPS_BENCH_METHOD_CAP", 75)),
+                   help="seconds per method (its child is killed at the cap)")
+    p.add_argument("--time-per-case", type=float, default=2.0,
+                   help="seconds of timed repetitions per case (3 to 20 repetitions)")
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--sleep-method", default=os.environ.get("GAPOPS_BENCH_TEST_HANG"),
+                   help=argparse.SUPPRESS)  # test hook: METHOD:CASE hangs forever
+    args = p.parse_args(argv)
+    if args.dry_run:
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+    default_cases = DRY_CASES if args.dry_run else (FULL_CASES if args.full else QUICK_CASES)
+    args.cases = args.cases.split(",") if args.cases else default_cases
+    for c in args.cases:
+        parse_case(c)
+    args.methods = (args.methods.split(",") if args.methods
+                    else (FULL_METHODS if args.full else QUICK_METHODS))
+    if args.child:
+        return child_main(args)
+    return parent_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

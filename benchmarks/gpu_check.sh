@@ -1,44 +1,331 @@
 #!/usr/bin/env bash
-# The whole GPU check in one go (meant to stay under ten minutes on one H100):
-#   1. build the extension in place (CUDA kernels included when nvcc is found),
-#   2. the full test suite with CUDA (every backend, the triton one compiled for real),
-#   2b. compute-sanitizer memcheck/racecheck on backend='cuda',
-#   3. the GPU benchmarks (bench_gpu.py) and the largest batch per method (max_batch.py),
-#   4. a markdown table appended to benchmarks/RESULTS.md (device name and date).
-# Usage: bash benchmarks/gpu_check.sh        QUICK=1 shrinks the benchmark grid to d = 768.
-# Outputs land in $OUT if set (e.g. on the device machine), else in benchmarks/out/.
-set -euo pipefail
+# The whole GPU check in one command, sized for a 15-minute lease (one command <= 10 minutes,
+# machine start included): <= 8 minutes wall in the default QUICK mode. Every step has its own
+# time cap, and all steps share one deadline, so a slow step costs only itself and the report
+# (Markdown + JSON, rebuilt after every step) always comes back. See docs/gpu_check.md.
+#
+#   bash benchmarks/gpu_check.sh                 # QUICK, on a GPU machine (python3, nvcc)
+#   bash benchmarks/gpu_check.sh --full          # longer grid, all sanitizer tools, GPU tests
+#   bash benchmarks/gpu_check.sh --dry-run       # on a CPU: every step's plumbing, tiny sizes
+#   GAPOPS_GPU_CHECK_DRYRUN=1 bash benchmarks/gpu_check.sh      # the same
+#
+# Steps, in order:
+#   env             device, driver, versions                           -> env.json
+#   wheels          installs .whl/*.whl (benchmarks/fetch_gpu_wheels.sh) with no network
+#   build           the extension for THIS GPU's arch only, in the background, while...
+#   correct_triton  ...Triton (both backward shapes, deterministic too) vs float64
+#   build_wait      waits for the build (at most its cap)
+#   correct_cuda    the cuda backend vs float64
+#   memcheck        compute-sanitizer memcheck, one small case per kernel (gpu_sanitize.sh)
+#   tests           (--full only) the pytest suite on the GPU
+#   bench           the forward+backward table (bench_gpu.py), one child process per method
+#   max_n           the largest N per method, stopping at its time cap (max_batch.py)
+# Outputs: $OUT (the device machine sets it) or benchmarks/out/: gpu_check.md, gpu_check.json,
+# gpu_check.log. Intermediate files: $GAPOPS_GPU_CHECK_WORK (default: a fresh /tmp folder).
+#
+# Environment: GAPOPS_GPU_CHECK_BUDGET (seconds for everything; QUICK 450, --full 2400, dry run
+# 300), GAPOPS_CAP_<STEP> (one step's cap, e.g. GAPOPS_CAP_BENCH=120), GAPOPS_GPU_CHECK_STEPS
+# (comma list: run only these steps), GAPOPS_GPU_CHECK_DRY_BUILD=1 (a dry run compiles the CPU
+# extension for real), MAX_JOBS (build parallelism, default: all cores), PYTHON (default python3).
+set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT_DIR="${OUT:-benchmarks/out}"
+ROOT=$PWD
+PY=${PYTHON:-python3}
+
+MODE=quick
+DRY=${GAPOPS_GPU_CHECK_DRYRUN:-0}
+for arg in "$@"; do
+  case "$arg" in
+    --full) MODE=full ;;
+    --quick) MODE=quick ;;
+    --dry-run) DRY=1 ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+    *) echo "gpu_check.sh: unknown argument $arg" >&2; exit 2 ;;
+  esac
+done
+[ "$DRY" = "1" ] && DRY=1 || DRY=0
+
+OUT_DIR=${OUT:-$ROOT/benchmarks/out}
 mkdir -p "$OUT_DIR"
-export MAX_JOBS="${MAX_JOBS:-16}"
-unset TRITON_INTERPRET
+WORK=${GAPOPS_GPU_CHECK_WORK:-$(mktemp -d /tmp/gapops-gpu-check.XXXXXX)}
+mkdir -p "$WORK"
+: > "$WORK/steps.jsonl"
+LOG="$OUT_DIR/gpu_check.log"
+: > "$LOG"
+exec > >(tee -a "$LOG") 2>&1
 
-python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu_check.sh: no CUDA device')"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
+if [ "$DRY" = 1 ]; then DEFAULT_BUDGET=300; elif [ "$MODE" = full ]; then DEFAULT_BUDGET=2400; else DEFAULT_BUDGET=450; fi
+BUDGET=${GAPOPS_GPU_CHECK_BUDGET:-$DEFAULT_BUDGET}
 
-echo "== build" && time pip install --no-build-isolation -e . -q 2>&1 | tail -5
-python -c "import gapops; print(gapops.backends()); print(gapops.build_info())"
+# --- clock (milliseconds), budget and caps -------------------------------------------------
+now_ms() { if [ -n "${EPOCHREALTIME:-}" ]; then local t=${EPOCHREALTIME/./}; echo $((10#$t / 1000)); else date +%s%3N; fi; }
+T0=$(now_ms)
+DEADLINE=$((T0 + BUDGET * 1000))
+STEP_ORDER=(env wheels build correct_triton build_wait correct_cuda memcheck tests bench max_n report)
+# default caps (s) per mode
+declare -A CAP_QUICK=([env]=30 [wheels]=30 [build]=240 [correct_triton]=150 [correct_cuda]=60
+                      [memcheck]=90 [tests]=0 [bench]=200 [max_n]=75)
+declare -A CAP_FULL=([env]=30 [wheels]=30 [build]=420 [correct_triton]=300 [correct_cuda]=120
+                     [memcheck]=420 [tests]=600 [bench]=1200 [max_n]=300)
+declare -A CAP_DRY=([env]=30 [wheels]=30 [build]=240 [correct_triton]=90 [correct_cuda]=30
+                    [memcheck]=60 [tests]=0 [bench]=90 [max_n]=45)
+# time kept back for the steps after a step (a step that overruns cannot starve the later ones)
+declare -A RESERVE=([env]=0 [wheels]=0 [build]=0 [correct_triton]=30 [build_wait]=0
+                    [correct_cuda]=15 [memcheck]=25 [tests]=0 [bench]=60 [max_n]=20 [report]=10)
+if [ "$MODE" = full ]; then RESERVE[tests]=60; fi
 
-echo "== tests (CUDA)"
-time python -m pytest -q tests -p no:cacheprovider --durations=15 2>&1 | tee "$OUT_DIR/pytest.txt" \
-    | tail -40 || echo "gpu_check.sh: TESTS FAILED (see $OUT_DIR/pytest.txt); benchmarks still run"
+default_cap() {
+  local name=$1 var="GAPOPS_CAP_${1^^}"
+  if [ -n "${!var:-}" ]; then echo "${!var}"; return; fi
+  if [ "$DRY" = 1 ]; then echo "${CAP_DRY[$name]}"; elif [ "$MODE" = full ]; then echo "${CAP_FULL[$name]}"; else echo "${CAP_QUICK[$name]}"; fi
+}
+reserve_after() {  # seconds kept for the steps after $1
+  local seen=0 sum=0 s
+  for s in "${STEP_ORDER[@]}"; do
+    if [ $seen = 1 ]; then sum=$((sum + ${RESERVE[$s]:-0})); fi
+    [ "$s" = "$1" ] && seen=1
+  done
+  echo $sum
+}
+cap_for() {  # min(the step's cap, time to the deadline less what later steps keep)
+  local cap=$2 left
+  left=$(( (DEADLINE - $(now_ms)) / 1000 - $(reserve_after "$1") ))
+  (( left < cap )) && cap=$left
+  echo $cap
+}
+selected() { [ -z "${GAPOPS_GPU_CHECK_STEPS:-}" ] || [[ ",${GAPOPS_GPU_CHECK_STEPS}," == *",$1,"* ]]; }
 
-echo "== compute-sanitizer on the cuda backend (small cases)"
-time bash benchmarks/gpu_sanitize.sh 2>&1 | tee "$OUT_DIR/sanitize.txt" | tail -8 \
-    || echo "gpu_check.sh: SANITIZER REPORTED ERRORS (see $OUT_DIR/sanitize.txt)"
+record() {  # name status seconds cap note
+  printf '{"step": "%s", "status": "%s", "seconds": %s, "cap": %s, "note": "%s"}\n' \
+    "$1" "$2" "$3" "$4" "${5//\"/\'}" >> "$WORK/steps.jsonl"
+}
+report() {
+  timeout 30 "$PY" "$ROOT/benchmarks/gpu_report.py" --work "$WORK" --md "$OUT_DIR/gpu_check.md" \
+    --json "$OUT_DIR/gpu_check.json" --quiet || echo "gpu_check.sh: the report failed"
+}
+status_of() { case $1 in 0) echo ok ;; 124|137) echo timeout ;; *) echo "failed (exit $1)" ;; esac; }
+secs_since() { awk -v a="$1" -v b="$(now_ms)" 'BEGIN { printf "%.1f", (b - a) / 1000 }'; }
 
-if [ "${QUICK:-0}" = "1" ]; then export GAPOPS_BENCH_D="${GAPOPS_BENCH_D:-768}"; fi
-echo "== benchmarks"
-time python -m pytest -q benchmarks/bench_gpu.py -p no:cacheprovider \
-    --benchmark-json="$OUT_DIR/bench.json" --benchmark-columns=mean,min,rounds 2>&1 \
-    | tee "$OUT_DIR/bench.txt" | tail -15 || echo "gpu_check.sh: some benchmark cases failed"
-echo "== largest batch"
-time python benchmarks/max_batch.py --json "$OUT_DIR/max_batch.json" | tee "$OUT_DIR/max_batch.txt" \
-    || echo "gpu_check.sh: max_batch.py failed"
+run_step() {  # name note -- command...   (runs it under its cap; records; rebuilds the report)
+  local name=$1 note=$2; shift 3
+  if ! selected "$name"; then record "$name" "not selected" 0 0 ""; return 0; fi
+  local cap; cap=$(cap_for "$name" "$(default_cap "$name")")
+  if (( cap < 5 )); then
+    echo "== [$name] SKIPPED: the budget is spent (${BUDGET} s in all)"
+    record "$name" "skipped (budget)" 0 "$cap" "$note"; report; return 0
+  fi
+  echo "== [$name] $note (cap ${cap} s, $(( (DEADLINE - $(now_ms)) / 1000 )) s left of ${BUDGET})"
+  local t0; t0=$(now_ms)
+  if declare -F "$1" >/dev/null; then  # a function of this script: run it in a child bash
+    timeout -k 5 "$cap" bash -c "$1"
+  else
+    timeout -k 5 "$cap" "$@"
+  fi
+  local rc=$?
+  local secs; secs=$(secs_since "$t0")
+  echo "== [$name] $(status_of $rc) in ${secs} s"
+  record "$name" "$(status_of $rc)" "$secs" "$cap" "$note"
+  report
+  return $rc
+}
+skip_step() {  # name why
+  echo "== [$1] SKIPPED: $2"
+  record "$1" "skipped" 0 0 "$2"; report
+}
 
-echo "== report"
-MB=(); [ -f "$OUT_DIR/max_batch.json" ] && MB=(--max-batch "$OUT_DIR/max_batch.json")
-python benchmarks/gpu_report.py "$OUT_DIR/bench.json" "${MB[@]}" \
-    --out benchmarks/RESULTS.md | tee "$OUT_DIR/report.md"
-cp benchmarks/RESULTS.md "$OUT_DIR/RESULTS.md" 2>/dev/null || true
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+unset GAPOPS_TRITON_BWD
+if [ "$DRY" = 1 ]; then export TRITON_INTERPRET=1; else unset TRITON_INTERPRET; fi
+echo "gpu_check.sh: mode $MODE$([ $DRY = 1 ] && echo ', DRY RUN on the CPU (tiny sizes, Triton interpreted, no cuda backend)'), budget ${BUDGET} s, outputs in $OUT_DIR, work files in $WORK"
+
+# --- env ----------------------------------------------------------------------------------
+env_step() {
+  GAPOPS_MODE="$MODE$([ $DRY = 1 ] && echo ' dry run')" "$PY" - "$WORK/env.json" <<'PY'
+import importlib.util, json, os, platform, shutil, subprocess, sys
+out = {"mode": os.environ.get("GAPOPS_MODE"), "python": platform.python_version(),
+       "cpus": os.cpu_count()}
+def run(cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=20).stdout.strip()
+    except Exception as e:  # noqa: BLE001
+        return f"({type(e).__name__})"
+import torch
+out.update(torch=torch.__version__, cuda=torch.version.cuda)
+if torch.cuda.is_available():
+    p = torch.cuda.get_device_properties(0)
+    out.update(device=torch.cuda.get_device_name(), capability=f"{p.major}.{p.minor}",
+               memory_gib=round(p.total_memory / 2**30, 1), sms=p.multi_processor_count)
+    out["driver"] = run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
+else:
+    out["device"] = "cpu (dry run)" if "dry" in (out["mode"] or "") else "no CUDA device"
+for mod in ("triton", "numpy", "setuptools", "pytest"):
+    try:
+        out[mod] = __import__(mod).__version__
+    except Exception as e:  # noqa: BLE001
+        out[mod] = f"absent ({type(e).__name__})"
+for mod in ("open_clip", "inf_cl"):
+    out[mod] = "present" if importlib.util.find_spec(mod) else "absent"
+nvcc = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if os.path.exists("/usr/local/cuda/bin/nvcc") else None)
+out["nvcc"] = run([nvcc, "--version"]).splitlines()[-1] if nvcc else "absent"
+out["compute_sanitizer"] = shutil.which("compute-sanitizer") or (
+    "/usr/local/cuda/bin/compute-sanitizer" if os.path.exists("/usr/local/cuda/bin/compute-sanitizer") else "absent")
+ver = {}
+exec(open("gapops/_version.py").read(), ver)
+out["gapops"] = ver.get("__version__")
+out["commit"] = run(["git", "rev-parse", "--short", "HEAD"]) or os.environ.get("GAPOPS_COMMIT", "unknown")
+json.dump(out, open(sys.argv[1], "w"), indent=1)
+for k, v in out.items():
+    print(f"  {k:18s} {v}")
+PY
+}
+export -f env_step
+export PY WORK ROOT MODE DRY
+run_step env "device and versions" -- env_step
+HAVE_GPU=$("$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(1 if d.get("capability") else 0)' "$WORK/env.json" 2>/dev/null || echo 0)
+if [ "$DRY" = 0 ] && [ "$HAVE_GPU" != 1 ]; then
+  echo "gpu_check.sh: no CUDA device is visible: run it on a GPU machine, or with --dry-run on a CPU"
+  record abort "failed" 0 0 "no CUDA device"; report
+  exit 2
+fi
+
+# --- wheels -------------------------------------------------------------------------------
+wheels_step() {
+  local site="$WORK/site"
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target "$site" "$ROOT"/.whl/*.whl && ls "$site"
+}
+export -f wheels_step
+if ls "$ROOT"/.whl/*.whl >/dev/null 2>&1; then
+  run_step wheels "install $(ls "$ROOT"/.whl/*.whl | wc -l) wheels from .whl/ (no network)" -- wheels_step \
+    && export PYTHONPATH="$ROOT:$WORK/site${PYTHONPATH#$ROOT}"
+else
+  skip_step wheels "no .whl/ folder (bash benchmarks/fetch_gpu_wheels.sh brings open_clip, Inf-CL, setuptools)"
+fi
+
+# --- build (background) -------------------------------------------------------------------
+build_cmd() {
+  # The extension for this GPU's arch only, outside the tree, then moved into gapops/ at once
+  # (the Triton steps import gapops meanwhile). setuptools < 77 rejects pyproject's SPDX license
+  # string: then the build runs from a copy with the older table form.
+  local src=$ROOT
+  local stv; stv=$("$PY" -c 'import setuptools; print(setuptools.__version__.split(".")[0])' 2>/dev/null || echo 0)
+  if (( stv < 77 )); then
+    echo "build: setuptools $stv < 77: building from a copy with license = {text = ...}"
+    src="$WORK/src"; mkdir -p "$src"
+    tar -C "$ROOT" --exclude=./.git --exclude=./.venv --exclude=./build --exclude=./.whl \
+        --exclude=./benchmarks/out -cf - setup.py pyproject.toml README.md csrc gapops | tar -C "$src" -xf -
+    sed -i 's/^license = "\(.*\)"$/license = {text = "\1"}/' "$src/pyproject.toml"
+  fi
+  if [ "$DRY" = 1 ]; then
+    if [ "${GAPOPS_GPU_CHECK_DRY_BUILD:-0}" != 1 ]; then
+      echo "build: dry run: no compile (GAPOPS_GPU_CHECK_DRY_BUILD=1 compiles the CPU extension)"
+      sleep 2; return 0
+    fi
+    export GAPOPS_SKIP_CUDA_BUILD=1; unset GAPOPS_FORCE_CUDA_BUILD
+  else
+    export GAPOPS_FORCE_CUDA_BUILD=1 GAPOPS_CUDA_ARCHS="$ARCH"
+  fi
+  export MAX_JOBS=${MAX_JOBS:-$(nproc)}
+  (cd "$src" && "$PY" setup.py -q build_ext --build-lib "$WORK/build/lib" --build-temp "$WORK/build/temp") || return 1
+  local so; so=$(ls "$WORK"/build/lib/gapops/_C*.so | head -n 1) || return 1
+  cp "$so" "$ROOT/gapops/.C.so.tmp" && mv -f "$ROOT/gapops/.C.so.tmp" "$ROOT/gapops/$(basename "$so")"
+  echo "build: $(basename "$so") in gapops/"
+}
+export -f build_cmd
+ARCH=$("$PY" -c 'import json,sys; c=json.load(open(sys.argv[1])).get("capability") or ""; print(c.replace(".", ""))' "$WORK/env.json" 2>/dev/null)
+export ARCH DRY WORK ROOT PY
+BUILD_PID=""
+if selected build; then
+  BUILD_CAP=$(cap_for build "$(default_cap build)")
+  echo "== [build] the extension for sm_${ARCH:-none} in the background (cap ${BUILD_CAP} s), log in the report's work folder"
+  BUILD_T0=$(now_ms)
+  ( timeout -k 5 "$BUILD_CAP" bash -c build_cmd > "$WORK/build.log" 2>&1 &
+    echo $! > "$WORK/build.tpid"; wait $!; echo $? > "$WORK/build.rc" ) &
+  BUILD_PID=$!
+else
+  record build "not selected" 0 0 ""
+fi
+
+# --- Triton correctness (while the build runs) --------------------------------------------
+if [ "$DRY" = 1 ]; then CORR_FLAGS=(--dry-run); else CORR_FLAGS=(); fi
+run_step correct_triton "Triton (GAPOPS_TRITON_BWD=fused and gstrip, deterministic) vs float64" -- \
+  "$PY" benchmarks/gpu_correctness.py "${CORR_FLAGS[@]}" --variants triton:fused,triton:gstrip \
+  --jsonl "$WORK/correctness.jsonl"
+
+# --- wait for the build -------------------------------------------------------------------
+CUDA_OK=0
+if [ -n "$BUILD_PID" ]; then
+  WAIT_CAP=$(cap_for build_wait "$(( BUILD_CAP - ($(now_ms) - BUILD_T0) / 1000 + 10 ))")
+  echo "== [build_wait] waiting at most ${WAIT_CAP} s for the build"
+  t=0
+  while [ ! -f "$WORK/build.rc" ] && (( t < WAIT_CAP * 2 )); do sleep 0.5; t=$((t + 1)); done
+  if [ -f "$WORK/build.rc" ]; then rc=$(cat "$WORK/build.rc"); else
+    rc=124; kill -TERM "$(cat "$WORK/build.tpid")" 2>/dev/null; echo "build: abandoned (deadline)"; fi
+  wait "$BUILD_PID" 2>/dev/null
+  tail -n 15 "$WORK/build.log" | sed 's/^/  build| /'
+  BSECS=$(secs_since "$BUILD_T0")
+  echo "== [build] $(status_of "$rc") in ${BSECS} s (from its start, in the background)"
+  record build "$(status_of "$rc")" "$BSECS" "$BUILD_CAP" "sm_${ARCH:-cpu}, MAX_JOBS=${MAX_JOBS:-$(nproc)}"
+  [ "$rc" = 0 ] && CUDA_OK=1
+  "$PY" -c 'import gapops, json; print("  backends:", json.dumps(gapops.backends())); print("  build:", gapops.build_info())' || true
+  report
+fi
+
+# --- cuda correctness ---------------------------------------------------------------------
+if [ "$DRY" = 1 ]; then
+  skip_step correct_cuda "dry run: the cuda backend needs a GPU"
+elif [ "$CUDA_OK" != 1 ]; then
+  skip_step correct_cuda "the extension did not build"
+else
+  run_step correct_cuda "the cuda backend (deterministic too) vs float64" -- \
+    "$PY" benchmarks/gpu_correctness.py --variants cuda --jsonl "$WORK/correctness.jsonl"
+fi
+
+# --- compute-sanitizer --------------------------------------------------------------------
+if [ "$MODE" = full ]; then TOOLS_RUN="memcheck racecheck synccheck initcheck"; else TOOLS_RUN=memcheck; fi
+if [ "$CUDA_OK" = 1 ] || [ "$DRY" = 1 ]; then RUNS="cuda,triton:fused triton:gstrip"; else RUNS="triton:fused triton:gstrip"; fi
+memcheck_step() {
+  set -o pipefail
+  TOOLS="$TOOLS_RUN" SANITIZE_RUNS="$RUNS" GAPOPS_GPU_CHECK_DRYRUN=$DRY \
+    bash benchmarks/gpu_sanitize.sh 2>&1 | tee "$WORK/memcheck.log"
+}
+export -f memcheck_step
+export TOOLS_RUN RUNS
+run_step memcheck "compute-sanitizer $TOOLS_RUN on one small case per kernel ($RUNS)" -- memcheck_step
+
+# --- the GPU test suite (--full) ----------------------------------------------------------
+if [ "$MODE" = full ] && [ "$DRY" = 0 ]; then
+  run_step tests "pytest on the GPU (not slow)" -- "$PY" -m pytest -q -x -p no:cacheprovider \
+    -m "not slow" tests
+fi
+
+# --- benchmark ----------------------------------------------------------------------------
+BENCH_FLAGS=()
+[ "$DRY" = 1 ] && BENCH_FLAGS+=(--dry-run)
+[ "$MODE" = full ] && BENCH_FLAGS+=(--full --method-cap 300)
+BCAP=$(cap_for bench "$(default_cap bench)")
+run_step bench "forward+backward table (bench_gpu.py)" -- "$PY" benchmarks/bench_gpu.py \
+  "${BENCH_FLAGS[@]}" --budget "$((BCAP - 5))" --jsonl "$WORK/bench.jsonl"
+
+# --- largest N ----------------------------------------------------------------------------
+MB_FLAGS=()
+[ "$DRY" = 1 ] && MB_FLAGS+=(--dry-run)
+[ "$MODE" = full ] && MB_FLAGS+=(--max-n $((1 << 21)) --start-n 16384)
+MCAP=$(cap_for max_n "$(default_cap max_n)")
+run_step max_n "largest N per method, d = 512 bf16 (max_batch.py)" -- "$PY" benchmarks/max_batch.py \
+  "${MB_FLAGS[@]}" --budget "$((MCAP - 5))" --json "$WORK/max_batch.json"
+
+# --- report -------------------------------------------------------------------------------
+record total "done" "$(secs_since "$T0")" "$BUDGET" "wall time of gpu_check.sh"
+report
+cat "$OUT_DIR/gpu_check.md"
+echo
+echo "gpu_check.sh: steps (status, seconds / cap):"
+"$PY" - "$WORK/steps.jsonl" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    s = json.loads(line)
+    print(f"  {s['step']:15s} {s['status']:22s} {s['seconds']:>7} / {s['cap']}")
+PY
+echo "gpu_check.sh: done in $(secs_since "$T0") s; report: $OUT_DIR/gpu_check.md and gpu_check.json"

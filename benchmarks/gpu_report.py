@@ -1,96 +1,230 @@
-"""Turn bench_gpu.py's pytest-benchmark JSON (and max_batch.py's JSON) into markdown for RESULTS.md.
+"""The GPU check's report: Markdown (ready to paste into benchmarks/RESULTS.md) and one JSON file.
 
-    python benchmarks/gpu_report.py bench.json [--max-batch max_batch.json] [--out benchmarks/RESULTS.md]
+    python3 benchmarks/gpu_report.py --work WORKDIR --md gpu_check.md --json gpu_check.json
+        [--append benchmarks/RESULTS.md] [--quiet]
 
-Appends one section headed by the device name (torch.cuda.get_device_name) and the date: per
-(dtype, d, N) a table of every method's time, TFLOP/s (8 N^2 d per forward + backward), fraction
-of the dense torch.mm rate measured in the same run, and peak memory; OOM and errors as such.
+Reads what gpu_check.sh's steps left in WORKDIR, whatever subset of it exists (the report is
+rebuilt after every step, so a run cut short still leaves one):
+  env.json          device, versions (step 'env')
+  steps.jsonl       one line per step: status (ok / failed / timeout / skipped), seconds, cap
+  correctness.jsonl gpu_correctness.py's checks
+  memcheck.log      gpu_sanitize.sh's output (the ERROR SUMMARY lines are kept)
+  bench.jsonl       bench_gpu.py's cases
+  max_batch.json    max_batch.py's rows
+Imports no torch: it runs in a fraction of a second.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
 import json
+import os
+import re
 import sys
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
+
+
+def _read_json(path, default=None):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return default
+
+
+def _read_jsonl(path):
+    out = []
+    try:
+        with open(path) as f:
+            for line in f:
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    pass  # a line cut off by a kill
+    except OSError:
+        pass
+    return out
 
 
 def _gib(b):
-    return f"{b / 2**30:.2f}" if b is not None else "-"
+    return f"{b / 2**30:.2f}" if isinstance(b, (int, float)) else "-"
 
 
-def bench_tables(data) -> list[str]:
-    groups = defaultdict(list)
-    for bm in data.get("benchmarks", []):
-        info = bm.get("extra_info", {})
-        if "method" not in info:
-            continue
-        groups[(info["dtype"], info["d"])].append((bm, info))
-    lines = []
-    for (dtype, d), items in sorted(groups.items()):
-        lines += [f"#### {dtype}, d = {d}", "",
-                  "| N | method | time (ms) | TFLOP/s | of dense mm | dense mm TFLOP/s | peak mem (GiB) | extra over inputs (GiB) |",
-                  "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-        for bm, info in sorted(items, key=lambda t: (t[1]["N"], t[1]["method"])):
-            status = info.get("status", "skipped")
-            mm = info.get("mm_tflops")
-            mm_s = f"{mm:.0f}" if isinstance(mm, (int, float)) and mm == mm else "-"
-            if status == "ok":
-                t = bm["stats"]["mean"] * 1e3
-                lines.append(f"| {info['N']} | {info['method']} | {t:.2f} | {info['tflops']:.0f} | "
-                             f"{100 * info['frac_of_mm']:.0f}% | {mm_s} | "
-                             f"{_gib(info.get('peak_mem_bytes'))} | {_gib(info.get('peak_extra_bytes'))} |")
+def _num(v, fmt):
+    return format(v, fmt) if isinstance(v, (int, float)) and v == v else "-"
+
+
+def steps_table(steps):
+    if not steps:
+        return []
+    lines = ["| step | status | time (s) | cap (s) | note |", "| --- | --- | ---: | ---: | --- |"]
+    for s in steps:
+        lines.append(f"| {s.get('step')} | {s.get('status')} | {_num(s.get('seconds'), '.0f')} | "
+                     f"{_num(s.get('cap'), '.0f')} | {s.get('note', '')} |")
+    return lines + [""]
+
+
+def correctness_section(rows):
+    if not rows:
+        return []
+    checks = [r for r in rows if "err_loss" in r]
+    other = [r for r in rows if "err_loss" not in r]
+    lines = ["Relative error ‖got − want‖ / ‖want‖ of the loss and of the gradients to the image "
+             "features, the text features and the logit scale, against the float64 reference on "
+             "the same rounded inputs; 'det' = deterministic=True (also run twice: bit-identical?).",
+             "",
+             "| variant | dtype | checks | failed | worst loss | worst dA | worst dB | worst ds | "
+             "first tuned calls | det. bit-identical |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
+    groups = OrderedDict()
+    for r in checks:
+        groups.setdefault((r.get("variant"), r.get("dtype")), []).append(r)
+    for (variant, dtype), rs in groups.items():
+        worst = {k: max((r[k] for r in rs), key=lambda v: float("inf") if v != v else v)
+                 for k in ("err_loss", "err_dx", "err_dy", "err_ds")}
+        first = [r for r in rs if r.get("first_tuned_call")]
+        first_s = (f"{sum(r['ok'] for r in first)}/{len(first)} ok" if first else "-")
+        det = [r for r in rs if "bitwise_repeat" in r]
+        det_s = f"{sum(bool(r['bitwise_repeat']) for r in det)}/{len(det)}" if det else "-"
+        lines.append(f"| {variant} | {dtype} | {len(rs)} | {sum(not r['ok'] for r in rs)} | "
+                     f"{worst['err_loss']:.1e} | {worst['err_dx']:.1e} | {worst['err_dy']:.1e} | "
+                     f"{worst['err_ds']:.1e} | {first_s} | {det_s} |")
+    lines.append("")
+    failed = [r for r in checks if not r["ok"]]
+    for r in failed:
+        lines.append(f"- FAILED {r.get('variant')} N={r['N']} d={r['d']} {r['dtype']} "
+                     f"{'det' if r.get('deterministic') else 'fast'}: loss {r['err_loss']:.1e}, "
+                     f"dA {r['err_dx']:.1e}, dB {r['err_dy']:.1e}, ds {r['err_ds']:.1e} "
+                     f"(tol {r['tol_loss']:.0e} / {r['tol_grad']:.0e})"
+                     f"{'' if r.get('bitwise_repeat', True) else ', NOT bit-identical'}")
+    for r in other:
+        lines.append(f"- {r.get('variant')}"
+                     f"{' N=' + str(r['N']) + ' d=' + str(r['d']) + ' ' + r['dtype'] if 'N' in r else ''}"
+                     f": {r.get('status')}")
+    return lines + ([""] if failed or other else [])
+
+
+def memcheck_section(text):
+    if not text:
+        return []
+    keep = [ln.strip() for ln in text.splitlines()
+            if ln.startswith("===") or "ERROR SUMMARY" in ln or ln.startswith("!!!")
+            or "sanitize_cases.py:" in ln or "skipped" in ln or "unavailable" in ln]
+    return ["```", *keep[-40:], "```", ""] if keep else []
+
+
+def bench_section(rows, env):
+    if not rows:
+        return []
+    final = OrderedDict()
+    for r in rows:  # the last line of a (method, case) wins: 'started' is replaced by its result
+        final[(r.get("dtype"), r.get("d"), r.get("N"), r.get("method"))] = r
+    lines = ["Forward + backward of the mean loss (features and logit scale), median of the timed "
+             "steps after a first call (compiles, autotuning; its time is shown). TFLOP/s count "
+             "8·N²·d per step for every method; 'of mm' divides by torch.mm [N, d] @ [d, N] in the "
+             "same dtype, measured in the same process. Peak = torch.cuda.max_memory_allocated "
+             "over one step; extra = above the inputs. tf32 = fp32 inputs with TF32 products.", ""]
+    if any(r.get("note") for r in rows):
+        lines += [f"Note: {n}" for n in sorted({r['note'] for r in rows if r.get('note')})] + [""]
+    cases = OrderedDict()
+    for (dt, d, n, m), r in final.items():
+        cases.setdefault((dt, d, n), []).append(r)
+    for (dt, d, n), rs in cases.items():
+        mm = next((r["mm_tflops"] for r in rs if r.get("mm_tflops")), None)
+        lines += [f"#### N = {n}, d = {d}, {dt}" + (f" (dense mm: {mm:.0f} TFLOP/s)" if mm else ""),
+                  "", "| method | time (ms) | TFLOP/s | of mm | first call (s) | peak (GiB) | "
+                  "extra (GiB) | status |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+        for r in rs:
+            st = r.get("status", "?")
+            if st == "started":
+                st = "did not finish (killed or crashed)"
+            if st == "ok":
+                frac = f"{100 * r['frac_of_mm']:.0f}%" if r.get("frac_of_mm") else "-"
+                lines.append(f"| {r['method']} | {r['ms']:.2f} | {r['tflops']:.0f} | {frac} | "
+                             f"{_num(r.get('first_call_s'), '.1f')} | {_gib(r.get('peak_bytes'))} | "
+                             f"{_gib(r.get('extra_bytes'))} | ok |")
             else:
-                lines.append(f"| {info['N']} | {info['method']} | {status} | | | {mm_s} | | |")
+                lines.append(f"| {r['method']} | | | | | | | {st} |")
         lines.append("")
     return lines
 
 
-def max_batch_table(data) -> list[str]:
-    lines = [f"#### Largest N that fits (d = {data['d']}, {data['dtype']}, forward + backward)", "",
-             "| method | largest N | step (s) | peak mem (GiB) | stopped by |",
+def max_batch_section(data):
+    if not data or not data.get("rows"):
+        return []
+    lines = [f"Largest N that fits (d = {data['d']}, {data['dtype']}, one forward + backward, N "
+             f"doubling from {data.get('start_n')}; a step predicted to overrun the time left is "
+             f"not started; {data.get('budget_s', 0):.0f} s for all methods):", "",
+             "| method | largest N | step (s) | peak (GiB) | stopped by |",
              "| --- | ---: | ---: | ---: | --- |"]
     for r in data["rows"]:
-        secs = f"{r['seconds']:.2f}" if r.get("seconds") is not None else "-"
-        lines.append(f"| {r['method']} | {r.get('N') or '-'} | {secs} | "
-                     f"{_gib(r.get('peak_mem_bytes'))} | {r['stop']} |")
+        lines.append(f"| {r['method']} | {r.get('N') or '-'} | {_num(r.get('seconds'), '.2f')} | "
+                     f"{_gib(r.get('peak_mem_bytes'))} | {r.get('stop')} |")
     return lines + [""]
 
 
-def device_name(data) -> str:
+def env_lines(env):
+    if not env:
+        return ["(the env step left no record)", ""]
+    keys = ["device", "capability", "memory_gib", "driver", "torch", "cuda", "triton", "python",
+            "nvcc", "setuptools", "numpy", "gapops", "commit", "mode", "open_clip", "inf_cl"]
+    parts = [f"{k}: {env[k]}" for k in keys if env.get(k) not in (None, "")]
+    return ["; ".join(parts), ""]
+
+
+def build(work, mode_hint=None):
+    env = _read_json(os.path.join(work, "env.json"), {}) or {}
+    steps = _read_jsonl(os.path.join(work, "steps.jsonl"))
+    corr = _read_jsonl(os.path.join(work, "correctness.jsonl"))
+    bench = _read_jsonl(os.path.join(work, "bench.jsonl"))
+    mb = _read_json(os.path.join(work, "max_batch.json"))
     try:
-        import torch
-        if torch.cuda.is_available():
-            return torch.cuda.get_device_name()
-    except ImportError:
-        pass
-    return data.get("machine_info", {}).get("cpu", {}).get("brand_raw", "unknown device")
+        with open(os.path.join(work, "memcheck.log"), errors="replace") as f:
+            memlog = f.read()
+    except OSError:
+        memlog = ""
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    device = env.get("device", "unknown device")
+    mode = env.get("mode", mode_hint or "")
+    md = [f"## GPU check: {device}, {date}{' (' + mode + ')' if mode else ''}", ""]
+    md += env_lines(env)
+    md += ["### Steps", ""] + steps_table(steps)
+    if corr:
+        md += ["### Correctness against float64", ""] + correctness_section(corr)
+    mem = memcheck_section(memlog)
+    if mem:
+        md += ["### compute-sanitizer", ""] + mem
+    if bench:
+        md += ["### Forward + backward", ""] + bench_section(bench, env)
+    mbs = max_batch_section(mb)
+    if mbs:
+        md += ["### Largest batch", ""] + mbs
+    data = {"device": device, "date": date, "mode": mode, "env": env, "steps": steps,
+            "correctness": corr, "memcheck_summary": mem[1:-2] if mem else [],
+            "bench": bench, "max_batch": mb}
+    return "\n".join(md) + "\n", data
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("bench_json")
-    p.add_argument("--max-batch", default=None)
-    p.add_argument("--out", default="benchmarks/RESULTS.md")
-    p.add_argument("--note", default="")
+    p.add_argument("--work", required=True)
+    p.add_argument("--md", required=True)
+    p.add_argument("--json", required=True)
+    p.add_argument("--append", default=None, help="also append the Markdown to this file")
+    p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
-    with open(args.bench_json) as f:
-        data = json.load(f)
-    today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [f"## {device_name(data)}, {today}", ""]
-    if args.note:
-        lines += [args.note, ""]
-    lines += ["Forward + backward of the mean contrastive loss (features and logit scale). "
-              "TFLOP/s count 8 N^2 d per step for every method; 'of dense mm' divides by the "
-              "rate of torch.mm [N, d] @ [d, N] in the same dtype measured in the same run.", ""]
-    lines += bench_tables(data)
-    if args.max_batch:
-        with open(args.max_batch) as f:
-            lines += max_batch_table(json.load(f))
-    text = "\n".join(lines) + "\n"
-    with open(args.out, "a") as f:
-        f.write("\n" + text)
-    print(text)
+    text, data = build(args.work)
+    for path, content in ((args.md, text), (args.json, json.dumps(data, indent=1))):
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(content)
+        os.replace(tmp, path)  # a kill mid-write leaves the previous report whole
+    if args.append:
+        with open(args.append, "a") as f:
+            f.write("\n" + text)
+    if not args.quiet:
+        print(text)
     return 0
 
 

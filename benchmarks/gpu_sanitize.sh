@@ -1,11 +1,33 @@
 #!/usr/bin/env bash
-# compute-sanitizer over the CUDA strip kernels (backend='cuda') on small, awkward cases.
-# Run on a GPU machine from the repository root after building the extension:
-#   bash benchmarks/gpu_sanitize.sh            # memcheck, racecheck, synccheck, initcheck
-#   TOOLS="memcheck" bash benchmarks/gpu_sanitize.sh
-# Exits non-zero when a tool reports an error. Sizes are kept tiny: racecheck is slow.
-set -euo pipefail
+# compute-sanitizer over every GPU kernel of gapops (cuda backend and both Triton backward shapes)
+# on small, awkward cases (benchmarks/sanitize_cases.py, public API only).
+# Run from anywhere on a GPU machine after building the extension:
+#   bash benchmarks/gpu_sanitize.sh                    # memcheck racecheck synccheck initcheck
+#   TOOLS=memcheck bash benchmarks/gpu_sanitize.sh     # what gpu_check.sh runs by default
+#   bash benchmarks/gpu_sanitize.sh --dry-run          # CPU: the cases without the sanitizer
+# Runs, per tool: (1) the cuda backend + Triton with GAPOPS_TRITON_BWD=fused, (2) Triton with
+# GAPOPS_TRITON_BWD=gstrip (a separate process: the switch may be read at import).
+# Exits non-zero when a tool reports an error or a case is wrong. racecheck is slow.
+set -uo pipefail
 cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+TOOLS=${TOOLS:-"memcheck racecheck synccheck initcheck"}
+DRY=${GAPOPS_GPU_CHECK_DRYRUN:-0}
+[ "${1:-}" = "--dry-run" ] && DRY=1
+# backends:GAPOPS_TRITON_BWD per run
+RUNS=${SANITIZE_RUNS:-"cuda,triton:fused triton:gstrip"}
+
+status=0
+if [ "$DRY" = "1" ]; then
+  echo "gpu_sanitize.sh: dry run: the cases on the CPU without compute-sanitizer (tools: $TOOLS)"
+  for run in $RUNS; do
+    be=${run%%:*}; shape=fused; [[ $run == *:* ]] && shape=${run#*:}
+    echo "=== (dry run) $be GAPOPS_TRITON_BWD=$shape"
+    TRITON_INTERPRET=1 GAPOPS_TRITON_BWD=$shape "$PY" benchmarks/sanitize_cases.py --dry-run \
+        --backends "$be" || status=1
+  done
+  exit $status
+fi
 
 SANITIZER=${COMPUTE_SANITIZER:-compute-sanitizer}
 if ! command -v "$SANITIZER" >/dev/null 2>&1; then
@@ -14,57 +36,19 @@ if ! command -v "$SANITIZER" >/dev/null 2>&1; then
   done
 fi
 command -v "$SANITIZER" >/dev/null 2>&1 || [ -x "$SANITIZER" ] || { echo "compute-sanitizer not found" >&2; exit 2; }
-PYTHON=${PYTHON:-python}
-TOOLS=${TOOLS:-"memcheck racecheck synccheck initcheck"}
 
-CASE=$(mktemp /tmp/gapops_sanitize_XXXX.py)
-trap 'rm -f "$CASE"' EXIT
-cat > "$CASE" <<'PY'
-import torch
-import gapops
-from gapops.reference import reference_strip_forward
-
-assert torch.cuda.is_available(), "needs a CUDA device"
-assert gapops.backends()["cuda"] == "available", gapops.backends()["cuda"]
-ops = torch.ops.gapops
-torch.manual_seed(0)
-# (n, m, d, offset): tails in every dimension, offset > 0, a single row
-cases = [(1, 1, 1, 0), (70, 90, 33, 10), (65, 130, 40, 65)]
-for dtype in (torch.float64, torch.float32, torch.bfloat16, torch.float16):
-    acc = torch.float64 if dtype == torch.float64 else torch.float32
-    for tf32 in ((False, True) if dtype == torch.float32 else (False,)):
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        for n, m, d, off in cases:
-            a = torch.randn(n, d, device="cuda").to(dtype)
-            b = torch.randn(m, d, device="cuda").to(dtype)
-            s = torch.tensor(10.0, device="cuda", dtype=acc)
-            row, col, pos = ops.strip_forward(a, b, s, off)
-            g_row = torch.rand(n, device="cuda", dtype=acc) / n
-            g_col = torch.rand(m, device="cuda", dtype=acc) / m
-            for det in (False, True):
-                dA, dB, ds = ops.strip_backward(a, b, s, off, row, col, g_row, g_col, det)
-            torch.cuda.synchronize()
-            want = reference_strip_forward(a.double(), b.double(), s.double(), off)
-            err = float((row.double() - want[0]).abs().max())
-            print(f"{str(dtype):15s} tf32={tf32!s:5s} n={n} m={m} d={d} offset={off}: max |row_lse err| {err:.2e}")
-# the public loss end to end (normalize, swap, autograd)
-x = torch.randn(50, 24, device="cuda", requires_grad=True)
-y = torch.randn(50, 24, device="cuda", requires_grad=True)
-loss = gapops.contrastive_loss(x, y, torch.tensor(20.0, device="cuda"), backend="cuda")
-loss.backward()
-torch.cuda.synchronize()
-print("loss", float(loss))
-PY
-
-status=0
 for tool in $TOOLS; do
-  echo "=== compute-sanitizer --tool $tool"
-  extra=()
-  [ "$tool" = "racecheck" ] && extra=(--racecheck-report all)
-  [ "$tool" = "initcheck" ] && extra=(--track-unused-memory no)
-  if ! "$SANITIZER" --tool "$tool" --error-exitcode 99 "${extra[@]}" "$PYTHON" "$CASE"; then
-    echo "!!! $tool reported errors" >&2
-    status=1
-  fi
+  for run in $RUNS; do
+    be=${run%%:*}; shape=fused; [[ $run == *:* ]] && shape=${run#*:}
+    echo "=== compute-sanitizer --tool $tool: backends $be, GAPOPS_TRITON_BWD=$shape"
+    extra=()
+    [ "$tool" = "racecheck" ] && extra=(--racecheck-report all)
+    [ "$tool" = "initcheck" ] && extra=(--track-unused-memory no)
+    if ! GAPOPS_TRITON_BWD=$shape "$SANITIZER" --tool "$tool" --error-exitcode 99 "${extra[@]}" \
+         "$PY" benchmarks/sanitize_cases.py --backends "$be"; then
+      echo "!!! $tool reported errors (backends $be, GAPOPS_TRITON_BWD=$shape)" >&2
+      status=1
+    fi
+  done
 done
 exit $status

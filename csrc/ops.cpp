@@ -11,28 +11,21 @@
 #endif
 
 TORCH_LIBRARY(gapops, m) {
-  // Rows a [n, d] against columns b [m, d], positive of row i at column i + offset.
-  // Returns (row_lse [n], col_lse_partial [m], pos_logit [n]) in fp32 (fp64 for fp64 inputs).
-  m.def("strip_forward(Tensor a, Tensor b, Tensor scale, int offset) -> (Tensor, Tensor, Tensor)");
-  // Returns (dA [n, d], dB [m, d], dscale []) for G of DESIGN.md section 1 with weights g_row, g_col.
+  // The strip of docs/design.md section 2.1: rows A [n, d] (a, or a_alt where a_swap) against
+  // columns B [m, d] (b, or b_alt where b_swap), cos_ij = a_inv_norm_i b_inv_norm_j A_i.B_j,
+  // positive of row i at column i + offset, statistics relative to the positives' cosines a_pos,
+  // b_pos. Forward returns (row_lse [n], col_lse [m]) in fp32 (fp64 for fp64 inputs).
   m.def(
-      "strip_backward(Tensor a, Tensor b, Tensor scale, int offset, Tensor row_lse, "
-      "Tensor col_lse, Tensor g_row, Tensor g_col, bool deterministic) -> (Tensor, Tensor, Tensor)");
-
-  // Test-only: the __host__ __device__ helpers of csrc/common/tile_math.h, run on the CPU
-  // (csrc/cpu/tile_math_ops.cpp) so that tests/test_tile_math.py can check what the CUDA kernels
-  // compute without a GPU. Elementwise over same-shaped fp32 or fp64 tensors. Not a public API.
-  m.def("_tile_fast_exp(Tensor x) -> Tensor");
-  m.def("_tile_lse_merge(Tensor m, Tensor s, Tensor m2, Tensor s2) -> (Tensor, Tensor)");
-  m.def("_tile_lse_finalize(Tensor m, Tensor s) -> Tensor");
-  // Row LSE of scale * x [r, c] as a CUDA tile computes it: `split` threads per row, thread h
-  // folding columns h, h + split, ... with lse_partial, the states merged with lse_merge.
-  m.def("_tile_lse_rows(Tensor x, Tensor scale, int split) -> Tensor");
+      "strip_forward(Tensor a, Tensor a_alt, Tensor? a_swap, Tensor b, Tensor b_alt, "
+      "Tensor? b_swap, Tensor a_inv_norm, Tensor b_inv_norm, Tensor a_pos, Tensor b_pos, "
+      "Tensor scale, int offset) -> (Tensor, Tensor)");
+  // Returns (grad_a [n, d], grad_b [m, d], grad_scale []) in the accumulation dtype: gradients
+  // w.r.t. the raw routed rows with the inverse norms held fixed (design.md section 2.1).
   m.def(
-      "_tile_grad_weight(Tensor logit, Tensor row_lse, Tensor col_lse, Tensor g_row, "
-      "Tensor g_col, Tensor positive) -> Tensor");
-  // Rows of a_hat, d_hat [r, d] and norm [r]: normalize_backward_row per row.
-  m.def("_tile_normalize_backward(Tensor a_hat, Tensor d_hat, Tensor norm, float eps) -> Tensor");
+      "strip_backward(Tensor a, Tensor a_alt, Tensor? a_swap, Tensor b, Tensor b_alt, "
+      "Tensor? b_swap, Tensor a_inv_norm, Tensor b_inv_norm, Tensor a_pos, Tensor b_pos, "
+      "Tensor scale, int offset, Tensor row_lse, Tensor col_lse, Tensor g_row, Tensor g_col, "
+      "bool deterministic) -> (Tensor, Tensor, Tensor)");
 }
 
 namespace {

@@ -2,7 +2,8 @@
 from . import metrics
 from ._dispatch import backends
 from ._version import __version__
-from .loss import ContrastiveLoss, contrastive_loss
+from .loss import contrastive_loss
+from .module import ContrastiveLoss
 
 __all__ = ["contrastive_loss", "ContrastiveLoss", "backends", "build_info", "metrics", "__version__"]
 

@@ -1,20 +1,33 @@
 """Argument checks for the public loss: every error names the argument at fault."""
 from __future__ import annotations
 
+import numbers
+
 import torch
 
-FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+from ._dtypes import FLOAT_DTYPES
+
 REDUCTIONS = ("mean", "sum", "none")
 
 
+def _check_feature_tensor(name: str, t) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense (strided) tensor, got layout {t.layout}; "
+                        f"call .to_dense() first")
+    if t.is_complex() or t.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {t.dtype}")
+    if t.device.type == "meta":
+        raise ValueError(f"{name} is a meta tensor (no data): the loss needs real values")
+    if t.dim() != 2:
+        raise ValueError(f"{name} must be 2-D [N, d], got shape {tuple(t.shape)}")
+
+
 def check_features(image_features, text_features) -> None:
+    """Both [N, d], one dtype, one device, N > 0, d > 0."""
     for name, t in (("image_features", image_features), ("text_features", text_features)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dim() != 2:
-            raise ValueError(f"{name} must be 2-D [N, d], got shape {tuple(t.shape)}")
-        if t.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {t.dtype}")
+        _check_feature_tensor(name, t)
     x, y = image_features, text_features
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"image_features and text_features must have the same batch size N, "
@@ -34,19 +47,39 @@ def check_features(image_features, text_features) -> None:
                          f"got {x.device} and {y.device}")
 
 
-def check_logit_scale(logit_scale, device: torch.device) -> None:
-    if isinstance(logit_scale, (int, float)) and not isinstance(logit_scale, bool):
+def _check_scalar(name: str, value, device: torch.device, what: str) -> None:
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be {what}, got bool")
+    if isinstance(value, numbers.Real):  # int, float, numpy scalars
         return
-    if not isinstance(logit_scale, torch.Tensor):
-        raise TypeError(f"logit_scale must be a float or a 0-dim tensor, "
-                        f"got {type(logit_scale).__name__}")
-    if logit_scale.numel() != 1 or logit_scale.dim() > 1:
-        raise ValueError(f"logit_scale must be a scalar (0-dim or one element), "
-                         f"got shape {tuple(logit_scale.shape)}")
-    if not logit_scale.is_floating_point():
-        raise TypeError(f"logit_scale must be a floating-point tensor, got {logit_scale.dtype}")
-    if logit_scale.device != device:
-        raise ValueError(f"logit_scale is on {logit_scale.device} but the features are on {device}")
+    if hasattr(value, "__array__") and not isinstance(value, torch.Tensor):  # numpy arrays
+        import numpy as np
+        arr = np.asarray(value)
+        if arr.size != 1 or arr.dtype.kind not in "fiu":
+            raise ValueError(f"{name} must hold one real number, got an array of shape "
+                             f"{arr.shape} and dtype {arr.dtype}")
+        return
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
+    if value.numel() != 1:
+        raise ValueError(f"{name} must hold one value (a scalar), got shape {tuple(value.shape)}")
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {value.dtype}")
+    if value.device != device:
+        raise ValueError(f"{name} is on {value.device} but the features are on {device}")
+
+
+def check_logit_scale(logit_scale, device: torch.device) -> None:
+    """A Python or numpy number, or a one-element floating tensor on the features' device."""
+    _check_scalar("logit_scale", logit_scale, device, "a float or a one-element tensor")
+
+
+def check_logit_bias(logit_bias, device: torch.device) -> None:
+    """None or a scalar (it cancels in the softmax loss); anything else is refused."""
+    if logit_bias is None:
+        return
+    _check_scalar("logit_bias", logit_bias, device,
+                  "None or a scalar (a scalar bias cancels in the softmax contrastive loss)")
 
 
 def check_swap_mask(swap_mask, n: int, device: torch.device) -> None:
@@ -64,5 +97,25 @@ def check_swap_mask(swap_mask, n: int, device: torch.device) -> None:
 
 
 def check_reduction(reduction) -> None:
-    if reduction not in REDUCTIONS:
+    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+
+
+def check_backend_name(backend) -> None:
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a string such as 'auto', 'cpu', 'triton' or 'cuda', "
+                        f"got {type(backend).__name__} {backend!r}")
+
+
+def check_no_forward_ad(*tensors) -> None:
+    """Forward-mode AD (torch.func.jvp, torch.autograd.forward_ad) has no rule in the fused ops;
+    refuse it rather than return a silent zero tangent."""
+    import torch.autograd.forward_ad as fwad
+    if torch.compiler.is_compiling():  # dynamo traces reverse mode only
+        return
+    for t in tensors:
+        if isinstance(t, torch.Tensor) and fwad.unpack_dual(t).tangent is not None:
+            raise NotImplementedError(
+                "gapops.contrastive_loss does not support forward-mode AD (torch.func.jvp, "
+                "torch.autograd.forward_ad) with a fused backend; use backend='reference', or "
+                "reverse mode (backward / torch.func.grad / vjp)")

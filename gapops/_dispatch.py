@@ -1,24 +1,22 @@
 """The backend table: which strip implementation serves which device, and why one is unavailable.
 
-Every backend provides DESIGN.md's two strip kernels with the same signatures as
-``gapops.reference.reference_strip_forward`` / ``reference_strip_backward``:
+Every backend provides the two strip functions of docs/design.md section 2.1 with the
+signatures of ``gapops.reference.reference_strip_forward`` / ``reference_strip_backward``:
 
-    strip_forward(a [n,d], b [m,d], scale 0-dim, offset) -> (row_lse [n], col_lse [m], pos [n])
-    strip_backward(a, b, scale, offset, row_lse [n], col_lse [m], g_row [n], g_col [m],
-                   deterministic) -> (dA [n,d], dB [m,d], dscale 0-dim)
-
-``a`` and ``b`` share dtype and device and may have any strides; statistics and ``scale`` are in the
-accumulation dtype (float32, float64 for float64 features).
+    strip_forward(a, a_alt, a_swap, b, b_alt, b_swap, a_inv_norm, b_inv_norm, a_pos, b_pos,
+                  scale, offset) -> (row_lse [n], col_lse [m])
+    strip_backward(..., scale, offset, row_lse, col_lse, g_row, g_col, deterministic)
+        -> (grad_a [n, d], grad_b [m, d], grad_scale 0-dim)
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
 
 from . import _extension
+from ._dtypes import triton_interpreted
 
 
 @dataclass(frozen=True)
@@ -38,12 +36,7 @@ def _reference_kernels():
 
 def _native_kernels():
     _extension.load()  # registers torch.ops.gapops.strip_* as a side effect
-    return torch.ops.gapops.strip_forward, _native_backward
-
-
-def _native_backward(a, b, scale, offset, row_lse, col_lse, g_row, g_col, deterministic=False):
-    return torch.ops.gapops.strip_backward(a, b, scale, offset, row_lse, col_lse, g_row, g_col,
-                                           deterministic)
+    return torch.ops.gapops.strip_forward, torch.ops.gapops.strip_backward
 
 
 def _extension_missing() -> Optional[str]:
@@ -64,11 +57,6 @@ def _cuda_unavailable() -> Optional[str]:
     if not torch.cuda.is_available():
         return "no CUDA device is visible"
     return None
-
-
-def triton_interpreted() -> bool:
-    """True when Triton kernels run on the CPU through TRITON_INTERPRET=1."""
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def _triton_unavailable() -> Optional[str]:
@@ -102,6 +90,13 @@ def backends() -> dict:
     return {name: (be.why_unavailable() or "available") for name, be in BACKENDS.items()}
 
 
+def known_backend(name: str) -> None:
+    """ValueError unless ``name`` is 'auto' or a backend of the table (availability aside)."""
+    if name != "auto" and name not in BACKENDS:
+        raise ValueError(f"backend={name!r} is unknown; choose one of "
+                         f"{['auto', *BACKENDS]}")
+
+
 def resolve(name: str, device: torch.device) -> Backend:
     """The backend called ``name`` ('auto' picks one) for features on ``device``, or a ValueError."""
     if name == "auto":
@@ -110,9 +105,7 @@ def resolve(name: str, device: torch.device) -> Backend:
             if be.why_unavailable() is None:
                 return be
         return BACKENDS["reference"]
-    if name not in BACKENDS:
-        raise ValueError(f"backend={name!r} is unknown; choose one of "
-                         f"{['auto', *BACKENDS]}")
+    known_backend(name)
     be = BACKENDS[name]
     if device.type not in be.device_types:
         raise ValueError(f"backend={name!r} does not run on {device.type} tensors "

@@ -1,24 +1,31 @@
-"""DESIGN.md's strip scheme across ranks of a torch.distributed process group.
+"""The strip scheme (docs/design.md section 2.4) across ranks of a torch.distributed group.
 
 Rank r holds n_r local pairs; the global batch is the concatenation over ranks in rank order
 (N = sum n_r) and rank r's rows sit at global offset o_r = n_0 + ... + n_{r-1}.
 
 Forward, per rank:
-  1. all_gather the column features b (the *only* [N, d] transfer; open_clip gathers both towers).
-  2. strip_forward(a_local [n_r, d], b_all [N, d], s, offset=o_r): row LSEs of the local rows,
-     partial column LSEs over the local rows, positive logits.
-  3. Combine the column partials across ranks: all_reduce MAX of the partials, then all_reduce SUM
-     of exp(partial - max): 2N floats, numerically safe.
-  4. Local per-pair losses l_i = 1/2 (r_i - L_ii) + 1/2 (c_{o_r + i} - L_ii): row i's own column
-     is a local column of the same rank, so its LSE is read from the combined vector.
+  1. Local O(n_r d) steps: inverse norms of x and y rows and the pairs' cosines; the column rows
+     b_r = where(swap, x, y) (the all-gather's send buffer).
+  2. all_gather b (the *only* [N, d] transfer; open_clip gathers both towers), the columns'
+     inverse norms and the pairs' cosines (N floats each).
+  3. strip_forward(rows routed from the local x/y, columns B [N, d], offset=o_r): complete row
+     statistics of the local rows, partial column statistics over the local rows.
+  4. Combine the column partials across ranks without losing small ones: each rank contributes
+     expm1(partial) for the columns whose positive it owns and exp(partial) for the others; the
+     summed value q gives log1p(q). Where any partial exceeds 60 (a large loss, no precision at
+     stake, but exp could overflow) a max-shifted log-sum-exp is used: one all_reduce MAX and one
+     all_reduce SUM of 2N floats in all.
+  5. Local per-pair losses l_i = 1/2 (row_i + col_{o_r + i}).
 Backward, per rank, upstream g_local [n_r]:
-  5. all_gather g (N floats): the column weights are the global 1/2 g.
-  6. strip_backward(..., g_row = g_local / 2, g_col = g_all / 2): dA of the local rows (complete),
-     dB of all N columns (partial: this rank's rows only), ds (this rank's share).
-  7. reduce_scatter (SUM) the partial dB: each rank receives its own columns' gradient.
+  6. all_gather g (N floats): the column weights are the global 1/2 g.
+  7. strip_backward: gradients of the local rows (complete), of all N columns (partial: this
+     rank's rows only), and this rank's share of d(scale).
+  8. reduce_scatter (SUM) the column gradients; each rank routes its rows' and columns'
+     gradients back to x and y and applies the normalization's projection (O(n_r d)).
 
 Per rank: one strip of n_r x N (1/W of the single-device FLOPs), O(N d) memory (the gathered
-columns, saved for backward, and the partial dB), and N d + O(N) elements sent each way.
+columns, saved for backward, and the partial column gradient), and N d + O(N) elements sent each
+way.
 
 Gradient convention (the one of ``torch.distributed.nn`` and so of open_clip's
 ``ClipLoss(local_loss=True, gather_with_grad=True)``): autograd through the collectives is exact
@@ -27,7 +34,8 @@ of sum_r objective_r; its logit_scale receives its share of that gradient (the s
 all ranks sum to the full one). With ``reduction='mean'`` each rank's objective is the global mean
 loss L (the same value on every rank), so sum_r objective_r = W L: a rank's features get W dL/dx
 and the W scale shares sum to W dL/ds; DDP's averaging over W then leaves exactly the
-single-process gradients dL/dtheta and dL/ds, bit for bit what open_clip's setup yields.
+single-process gradients dL/dtheta and dL/ds. ``gapops.ContrastiveLoss`` maps ClipLoss's other
+settings onto this (gapops/module.py).
 """
 from __future__ import annotations
 
@@ -37,7 +45,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from . import _dispatch
+from . import _dispatch, _fused
 
 _DTYPE_CODES = {torch.float16: 1, torch.bfloat16: 2, torch.float32: 3, torch.float64: 4}
 _CODE_DTYPES = {v: k for k, v in _DTYPE_CODES.items()}
@@ -101,14 +109,22 @@ def _scatter_rows_sum(x: Tensor, counts: Sequence[int], rank: int, group) -> Ten
     return out[: counts[rank]]
 
 
-def _combine_lse(partial: Tensor, group) -> Tensor:
-    """logsumexp over ranks of each rank's partial LSE vector [N] (2 all_reduces of N floats)."""
-    m = partial.clone()
-    dist.all_reduce(m, op=dist.ReduceOp.MAX, group=group)
-    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    s = torch.exp(partial - m)
-    dist.all_reduce(s, op=dist.ReduceOp.SUM, group=group)
-    return m + torch.log(s)
+def _combine_column_stats(partial: Tensor, offset: int, n: int, group) -> Tensor:
+    """Column statistics [N] of the whole batch from each rank's partials (module doc, step 4).
+
+    partial_j = log(sum over this rank's rows of e^(x_ij)), plus the positive's exact 1 for the
+    columns j in [offset, offset + n) whose positive row is on this rank.
+    """
+    mx = partial.clone()
+    dist.all_reduce(mx, op=dist.ReduceOp.MAX, group=group)
+    shift = torch.where(torch.isfinite(mx), mx, torch.zeros_like(mx))
+    terms = torch.exp(partial)
+    terms[offset:offset + n] = torch.expm1(partial[offset:offset + n])
+    both = torch.stack([terms, torch.exp(partial - shift)])
+    dist.all_reduce(both, op=dist.ReduceOp.SUM, group=group)
+    precise = torch.log1p(both[0])
+    shifted = shift + torch.log(both[1])
+    return torch.where(mx > 60, shifted, precise)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,29 +168,45 @@ def _agree(a: Tensor, b: Tensor, scale: Tensor, group) -> list[int]:
 
 class _DistributedRows(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, a, b, scale, backend, deterministic, group, counts, rank):
+    def forward(ctx, x, y, swap_mask, scale, normalize, backend, deterministic, group, counts,
+                rank):
         forward, _ = _dispatch.strip_kernels(backend)
-        offset = sum(counts[:rank])
-        n = counts[rank]
-        b_all = _gather_rows(b, counts, group)
-        row_lse, col_part, pos = forward(a, b_all, scale, offset)
-        col_lse = _combine_lse(col_part, group)
-        rows = 0.5 * (row_lse + col_lse[offset:offset + n]) - pos
-        ctx.save_for_backward(a, b_all, scale, row_lse, col_lse)
-        ctx.cfg = (backend, deterministic, group, counts, rank, offset)
+        offset, n = sum(counts[:rank]), counts[rank]
+        inv_x, inv_y = _fused.inverse_norms(x, normalize), _fused.inverse_norms(y, normalize)
+        cos = _fused.pair_cosines(x, y, inv_x, inv_y)
+        a, a_alt, a_swap, b_local, _, _, a_inv, b_inv, _, _ = _fused.strip_inputs(
+            x, y, swap_mask, inv_x, inv_y, cos)
+        if swap_mask is not None:  # the send buffer of this rank's column rows
+            b_local = torch.where(swap_mask.unsqueeze(1), x, y)
+        b_all = _gather_rows(b_local, counts, group)
+        b_inv_all = _gather_rows(b_inv, counts, group)
+        pos_all = _gather_rows(cos, counts, group)
+        row_lse, col_part = forward(a, a_alt, a_swap, b_all, b_all, None, a_inv, b_inv_all, cos,
+                                    pos_all, scale, offset)
+        col_lse = _combine_column_stats(col_part, offset, n, group)
+        rows = 0.5 * (row_lse + col_lse[offset:offset + n])
+        ctx.save_for_backward(x, y, swap_mask, scale, b_all, b_inv_all, pos_all, inv_x, inv_y,
+                              cos, row_lse, col_lse)
+        ctx.cfg = (normalize, backend, deterministic, group, counts, rank, offset)
         return rows
 
     @staticmethod
     def backward(ctx, grad):
-        a, b_all, scale, row_lse, col_lse = ctx.saved_tensors
-        backend, deterministic, group, counts, rank, offset = ctx.cfg
+        (x, y, swap_mask, scale, b_all, b_inv_all, pos_all, inv_x, inv_y, cos, row_lse,
+         col_lse) = ctx.saved_tensors
+        normalize, backend, deterministic, group, counts, rank, offset = ctx.cfg
         _, backward = _dispatch.strip_kernels(backend)
+        a, a_alt, a_swap, _, _, _, a_inv, _, _, _ = _fused.strip_inputs(x, y, swap_mask, inv_x,
+                                                                         inv_y, cos)
         half = 0.5 * grad.to(row_lse.dtype)
         half_all = _gather_rows(half, counts, group)
-        da, db_partial, ds = backward(a, b_all, scale, offset, row_lse, col_lse, half, half_all,
-                                      deterministic)
-        db = _scatter_rows_sum(db_partial, counts, rank, group)
-        return da, db, ds, None, None, None, None, None
+        grad_a, grad_b_all, ds = backward(a, a_alt, a_swap, b_all, b_all, None, a_inv, b_inv_all,
+                                          cos, pos_all, scale, offset, row_lse, col_lse, half,
+                                          half_all, deterministic)
+        grad_b = _scatter_rows_sum(grad_b_all, counts, rank, group)
+        dx, dy = _fused.finish_gradients(grad_a, grad_b.contiguous(), x, y, swap_mask, inv_x,
+                                         inv_y, normalize)
+        return dx, dy, None, ds.reshape(()).to(scale.dtype), None, None, None, None, None, None
 
 
 class _SumOverRanks(torch.autograd.Function):
@@ -199,15 +231,15 @@ def sum_over_ranks(x: Tensor, group) -> Tensor:
     return _SumOverRanks.apply(x, group)
 
 
-def distributed_loss_rows(a: Tensor, b: Tensor, scale: Tensor, backend: str, deterministic: bool,
-                          group) -> tuple[Tensor, int]:
+def distributed_loss_rows(x: Tensor, y: Tensor, swap_mask, scale: Tensor, normalize: bool,
+                          backend: str, deterministic: bool, group) -> tuple[Tensor, int]:
     """This rank's per-pair losses of the global batch, and the global batch size N.
 
-    a, b: this rank's swapped + normalized features [n_local, d]; scale: 0-dim, accumulation
-    dtype. Returns (rows [n_local] in the accumulation dtype, differentiable w.r.t. a, b, scale
-    through the collectives as the module doc says; N = sum of every rank's n_local). Local batch
-    sizes may differ between ranks; d, dtype and whether gradients are needed must agree
-    (ValueError on every rank otherwise). Every rank of ``group`` must call it, and, when
+    x, y: this rank's raw features [n_local, d]; swap_mask: bool [n_local] or None; scale: 0-dim,
+    accumulation dtype. Returns (rows [n_local] in the accumulation dtype, differentiable w.r.t.
+    x, y, scale through the collectives as the module doc says; N = sum of every rank's n_local).
+    Local batch sizes may differ between ranks; d, dtype and whether gradients are needed must
+    agree (ValueError on every rank otherwise). Every rank of ``group`` must call it, and, when
     gradients are needed, run the backward.
     """
     if not (dist.is_available() and dist.is_initialized()):
@@ -218,7 +250,7 @@ def distributed_loss_rows(a: Tensor, b: Tensor, scale: Tensor, backend: str, det
     rank = dist.get_rank(group)
     if rank < 0:
         raise ValueError("contrastive_loss(group=...): this process is not a member of the group")
-    counts = _agree(a, b, scale, group)
-    rows = _DistributedRows.apply(a, b, scale, backend, bool(deterministic), group, counts, rank)
+    counts = _agree(x, y, scale, group)
+    rows = _DistributedRows.apply(x, y, swap_mask, scale, normalize, backend,
+                                  bool(deterministic), group, counts, rank)
     return rows, sum(counts)
-

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ._dtypes import accumulation_dtype
+
 EPS = 1e-12
 
 
@@ -35,7 +37,7 @@ def reference_loss_rows(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Ten
     a, b: [N, d] (already swapped and normalized); logit_scale: 0-dim. Returns [N] in
     float32 (float64 for float64 inputs).
     """
-    acc = torch.promote_types(a.dtype, torch.float32)
+    acc = accumulation_dtype(a.dtype)
     logits = logit_scale.to(acc) * (a.to(acc) @ b.to(acc).T)
     labels = torch.arange(a.shape[0], device=a.device)
     row = F.cross_entropy(logits, labels, reduction="none")
@@ -57,37 +59,83 @@ def reference_contrastive_loss(image_features: torch.Tensor, text_features: torc
     return rows
 
 
-def reference_strip_forward(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, offset: int):
-    """DESIGN.md's strip_forward in plain torch (materializes the n x m tile).
+def _routed(a, a_alt, a_swap):
+    """Rows a[i], or a_alt[i] where a_swap[i] (a_swap may be None)."""
+    if a_swap is None:
+        return a
+    return torch.where(a_swap.unsqueeze(1), a_alt, a)
 
-    a: [n, d] rows, b: [m, d] columns, scale: 0-dim, offset: the positive of row i is column
-    i + offset. Returns (row_lse [n], col_lse_partial [m], pos_logit [n]) in the accumulation
-    dtype (float32, or float64 for float64 inputs).
+
+def _strip_cosines(a, a_alt, a_swap, b, b_alt, b_swap, a_inv_norm, b_inv_norm):
+    acc = accumulation_dtype(a.dtype)
+    A = _routed(a, a_alt, a_swap).to(acc)
+    B = _routed(b, b_alt, b_swap).to(acc)
+    cos = a_inv_norm.to(acc)[:, None] * (A @ B.T) * b_inv_norm.to(acc)[None, :]
+    return A, B, cos
+
+
+def _positive_mask(n: int, m: int, offset: int, device) -> torch.Tensor:
+    idx = torch.arange(n, device=device)
+    mask = torch.zeros(n, m, dtype=torch.bool, device=device)
+    mask[idx, idx + offset] = True
+    return mask
+
+
+def _log_one_plus(terms: torch.Tensor, dim: int, one: torch.Tensor) -> torch.Tensor:
+    """log(one + sum(exp(terms), dim)) with one in {0, 1}, stable: the shift M = max(0, max)."""
+    mx = terms.amax(dim).clamp_min(0.0)
+    mx = torch.where(torch.isfinite(mx), mx, torch.zeros_like(mx))
+    rest = torch.exp(terms - mx.unsqueeze(dim)).sum(dim)
+    small = (mx == 0) & (one > 0)
+    return torch.where(small, torch.log1p(rest), mx + torch.log(one * torch.exp(-mx) + rest))
+
+
+def reference_strip_forward(a, a_alt, a_swap, b, b_alt, b_swap, a_inv_norm, b_inv_norm,
+                            a_pos, b_pos, scale, offset: int):
+    """The strip forward of docs/design.md section 2.1 in plain torch (materializes n x m).
+
+    a, a_alt: [n, d] row sources, a_swap: bool [n] or None; b, b_alt, b_swap likewise for the
+    m columns; a_inv_norm [n], b_inv_norm [m]; a_pos [n], b_pos [m] the positives' cosines;
+    scale 0-dim; positive of row i at column i + offset. Returns (row_lse [n], col_lse [m]),
+    relative to the positives, in the accumulation dtype (float32, float64 for float64).
     """
-    acc = torch.promote_types(a.dtype, torch.float32)
-    logits = scale.to(acc) * (a.to(acc) @ b.to(acc).T)
-    n = a.shape[0]
-    pos = logits.diagonal(offset=offset)[:n] if n else logits.new_empty(0)
-    return logits.logsumexp(1), logits.logsumexp(0), pos.clone()
+    _, _, cos = _strip_cosines(a, a_alt, a_swap, b, b_alt, b_swap, a_inv_norm, b_inv_norm)
+    acc = cos.dtype
+    n, m = cos.shape
+    s = scale.to(acc)
+    pos = _positive_mask(n, m, offset, cos.device)
+    xr = (s * (cos - a_pos.to(acc)[:, None])).masked_fill(pos, float("-inf"))
+    xc = (s * (cos - b_pos.to(acc)[None, :])).masked_fill(pos, float("-inf"))
+    col_has_pos = pos.any(0).to(acc)
+    row_lse = _log_one_plus(xr, 1, torch.ones(n, dtype=acc, device=cos.device))
+    col_lse = _log_one_plus(xc, 0, col_has_pos)
+    return row_lse, col_lse
 
 
-def reference_strip_backward(a, b, scale, offset, row_lse, col_lse, g_row, g_col,
-                             deterministic=False):
-    """DESIGN.md's strip_backward in plain torch.
+def reference_strip_backward(a, a_alt, a_swap, b, b_alt, b_swap, a_inv_norm, b_inv_norm,
+                             a_pos, b_pos, scale, offset: int, row_lse, col_lse, g_row, g_col,
+                             deterministic: bool = False):
+    """The strip backward of docs/design.md section 2.1 in plain torch.
 
-    G_ij = g_row_i e^(L_ij - row_lse_i) + g_col_j e^(L_ij - col_lse_j) - [j == i+offset](g_row_i + g_col_j)
-    Returns dA = s G B [n, d] (dtype of a), dB = s G^T A [m, d] (dtype of b),
-    dscale = sum_ij G_ij a_i.b_j (0-dim, accumulation dtype).
+    Returns (grad_a [n, d], grad_b [m, d], grad_scale 0-dim), all in the accumulation dtype:
+    grad_a_i = s rho_i sum_j G_ij sigma_j B_j (the gradient w.r.t. the raw routed row A_i with
+    the inverse norms held fixed), grad_b likewise, grad_scale in the cancellation-free form.
     """
-    acc = torch.promote_types(a.dtype, torch.float32)
-    a32, b32, s = a.to(acc), b.to(acc), scale.to(acc)
-    dots = a32 @ b32.T
-    logits = s * dots
-    G = g_row.to(acc)[:, None] * torch.exp(logits - row_lse.to(acc)[:, None]) \
-        + g_col.to(acc)[None, :] * torch.exp(logits - col_lse.to(acc)[None, :])
-    n = a.shape[0]
-    idx = torch.arange(n, device=a.device)
-    G[idx, idx + offset] -= g_row.to(acc) + g_col.to(acc)[offset:offset + n]
-    dA = (s * (G @ b32)).to(a.dtype)
-    dB = (s * (G.T @ a32)).to(b.dtype)
-    return dA, dB, (G * dots).sum()
+    A, B, cos = _strip_cosines(a, a_alt, a_swap, b, b_alt, b_swap, a_inv_norm, b_inv_norm)
+    acc = cos.dtype
+    n, m = cos.shape
+    s = scale.to(acc)
+    rho, sigma = a_inv_norm.to(acc), b_inv_norm.to(acc)
+    rl, cl = row_lse.to(acc), col_lse.to(acc)
+    gr, gc = g_row.to(acc), g_col.to(acc)
+    pos = _positive_mask(n, m, offset, cos.device)
+    dr = cos - a_pos.to(acc)[:, None]
+    dc = cos - b_pos.to(acc)[None, :]
+    P = torch.exp(s * dr - rl[:, None]).masked_fill(pos, 0.0)
+    Q = torch.exp(s * dc - cl[None, :]).masked_fill(pos, 0.0)
+    G = gr[:, None] * P + gc[None, :] * Q
+    idx = torch.arange(n, device=cos.device)
+    G[idx, idx + offset] = gr * torch.expm1(-rl) + gc[idx + offset] * torch.expm1(-cl[idx + offset])
+    grad_scale = (gr[:, None] * P * dr + gc[None, :] * Q * dc).sum()
+    H = s * rho[:, None] * G * sigma[None, :]
+    return H @ B, H.T @ A, grad_scale

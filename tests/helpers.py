@@ -1,5 +1,8 @@
-"""Test helpers: random inputs and the float64 oracle with its three gradients."""
+"""Test helpers: tolerances, random inputs, the float64 oracle with its three gradients, and
+where each backend runs. Every test module imports from here (never from conftest)."""
 import torch
+
+from gapops._dtypes import triton_interpreted
 
 from gapops.reference import reference_contrastive_loss
 
@@ -38,3 +41,34 @@ def loss_and_grads(fn, x, y, s, dtype, upstream=None, **kw):
 
 def oracle(x, y, s, upstream=None, **kw):
     return loss_and_grads(reference_contrastive_loss, x, y, s, torch.float64, upstream, **kw)
+
+
+# Largest batch each backend is exercised with on this machine (the interpreter is slow).
+MAX_ROWS = {"reference": 3000, "cpu": 3000, "triton": 300 if triton_interpreted() else 3000,
+            "cuda": 3000}
+
+
+def device_for(backend: str) -> str:
+    """Where a backend's tensors live here: CUDA for cuda (and triton with a GPU), else CPU."""
+    if backend == "cuda" or (backend == "triton" and not triton_interpreted()):
+        return "cuda"
+    return "cpu"
+
+
+def backend_params(include_reference: bool = True):
+    """pytest params, one per backend: skipped with the reason where unavailable, marked gpu
+    where it runs on CUDA tensors."""
+    import pytest
+
+    import gapops
+    status = gapops.backends()
+    params = []
+    for name in ("reference", "cpu", "triton", "cuda"):
+        if name == "reference" and not include_reference:
+            continue
+        why = status[name]
+        marks = [] if why == "available" else [pytest.mark.skip(reason=f"{name}: {why}")]
+        if device_for(name) == "cuda":
+            marks.append(pytest.mark.gpu)
+        params.append(pytest.param(name, marks=marks, id=name))
+    return params

@@ -3,8 +3,7 @@ import pytest
 import torch
 
 import gapops
-from conftest import MAX_ROWS, device_for
-from helpers import TOL, loss_and_grads, oracle, rand_inputs, rel_err
+from helpers import MAX_ROWS, TOL, device_for, loss_and_grads, oracle, rand_inputs, rel_err
 
 SHAPES = [(1, 1), (1, 9), (6, 1), (17, 33), (65, 70), (130, 257), (300, 48), (2000, 96)]
 DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]

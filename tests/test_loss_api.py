@@ -2,6 +2,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+import numpy as np
 
 import gapops
 from helpers import rand_inputs, rel_err
@@ -20,7 +21,14 @@ BAD_INPUTS = [
     (lambda x, y: (x, y.double(), 10.0, {}), "share a dtype"),
     (lambda x, y: (x.long(), y.long(), 10.0, {}), "image_features must be float16"),
     (lambda x, y: (x.tolist(), y, 10.0, {}), "image_features must be a torch.Tensor"),
-    (lambda x, y: (x, y, torch.ones(2), {}), "logit_scale must be a scalar"),
+    (lambda x, y: (x, y, torch.ones(2), {}), "logit_scale must hold one value"),
+    (lambda x, y: (x, y, 10.0, {"logit_bias": torch.ones(3)}), "logit_bias must hold one value"),
+    (lambda x, y: (x, y, 10.0, {"logit_bias": torch.zeros(8, dtype=torch.bool)}),
+     "pass the modality-swap mask by keyword"),
+    (lambda x, y: (x.to_sparse(), y, 10.0, {}), "image_features must be a dense"),
+    (lambda x, y: (x, y.to(torch.complex64), 10.0, {}), "text_features must be float16"),
+    (lambda x, y: (x.to("meta"), y.to("meta"), 10.0, {}), "image_features is a meta tensor"),
+    (lambda x, y: (x, y, 10.0, {"backend": ["cpu"]}), "backend must be a string"),
     (lambda x, y: (x, y, "10", {}), "logit_scale must be a float"),
     (lambda x, y: (x, y, torch.tensor(3), {}), "logit_scale must be a floating-point"),
     (lambda x, y: (x, y, 10.0, {"swap_mask": torch.zeros(8)}), "swap_mask must have dtype torch.bool"),
@@ -46,6 +54,38 @@ def test_device_mismatch_is_named():
     x, y = feats()
     with pytest.raises(ValueError, match="one device"):
         gapops.contrastive_loss(x, y.cuda(), 10.0)
+
+
+@pytest.mark.parametrize("scale", [torch.tensor([[10.0]]), torch.tensor([10.0]), np.float32(10.0),
+                                   np.array(10.0), 10])
+def test_logit_scale_forms_clip_loss_accepts(scale):
+    x, y = feats()
+    want = gapops.contrastive_loss(x, y, 10.0)
+    assert torch.equal(gapops.contrastive_loss(x, y, scale), want)
+
+
+def test_scalar_logit_bias_cancels_with_zero_gradient():
+    x, y, s = rand_inputs(12, 5, seed=9)
+    bias = torch.tensor(-10.0, dtype=torch.float64, requires_grad=True)
+    got = gapops.contrastive_loss(x, y, s, bias)
+    assert torch.equal(got.detach(), gapops.contrastive_loss(x, y, s))
+    got.backward()
+    assert bias.grad is not None and float(bias.grad) == 0.0
+
+
+def test_unknown_backend_fails_at_construction():
+    with pytest.raises(ValueError, match="backend='gpu' is unknown"):
+        gapops.ContrastiveLoss(backend="gpu")
+
+
+def test_forward_mode_ad_is_refused_with_a_fused_backend():
+    x, y = feats()
+    fn = lambda a: gapops.contrastive_loss(a, y, 10.0, backend="cpu")  # noqa: E731
+    with pytest.raises(NotImplementedError, match="forward-mode AD"):
+        torch.func.jvp(fn, (x,), (torch.ones_like(x),))
+    ref = lambda a: gapops.contrastive_loss(a, y, 10.0, backend="reference")  # noqa: E731
+    _, tangent = torch.func.jvp(ref, (x,), (torch.ones_like(x),))
+    assert torch.isfinite(tangent)
 
 
 def test_unavailable_backend_says_why(monkeypatch):
@@ -141,26 +181,38 @@ def test_torch_compile_fullgraph():
 
 def test_opcheck_custom_ops():
     x, y, s = rand_inputs(11, 5, seed=7)
-    a = torch.nn.functional.normalize(x.float(), dim=1).requires_grad_()
-    b = torch.nn.functional.normalize(y.float(), dim=1).requires_grad_()
+    x, y = x.float().requires_grad_(), y.float().requires_grad_()
     scale = s.float().requires_grad_()
-    torch.library.opcheck(torch.ops.gapops.clip_loss_rows.default, (a, b, scale, "cpu", False))
-    rows, r, c = torch.ops.gapops.clip_loss_rows(a, b, scale, "cpu", False)
+    mask = torch.rand(11) < 0.5
+    for swap in (None, mask):
+        torch.library.opcheck(torch.ops.gapops.contrastive_loss_rows.default,
+                              (x, y, swap, scale, True, "cpu", False))
+    out = torch.ops.gapops.contrastive_loss_rows(x, y, mask, scale, True, "cpu", False)
     g = torch.rand(11)
-    torch.library.opcheck(torch.ops.gapops.clip_loss_rows_backward.default,
-                          (g, a.detach(), b.detach(), scale.detach(), r, c, "cpu", False))
-    torch.library.opcheck(torch.ops.gapops.strip_forward.default,
-                          (a.detach()[:4], b.detach(), scale.detach(), 3))
+    torch.library.opcheck(torch.ops.gapops.contrastive_loss_rows_backward.default,
+                          (g, x.detach(), y.detach(), mask, scale.detach(), *out[1:], True, "cpu",
+                           False))
+    a, b = x.detach(), y.detach()
+    inv, cos = out[3], out[5]
+    strip = (a[:4], b[:4], mask[:4], b, a, mask, inv[:4], inv, cos[:4], cos, scale.detach(), 3)
+    torch.library.opcheck(torch.ops.gapops.strip_forward.default, strip)
+    r, c = torch.ops.gapops.strip_forward(*strip)
     torch.library.opcheck(torch.ops.gapops.strip_backward.default,
-                          (a.detach()[:4], b.detach(), scale.detach(), 3, r[:4], c, g[:4], g, False))
+                          (*strip, r, c, g[:4], g, False))
 
 
 def test_native_strip_op_checks_its_arguments():
-    a = torch.randn(4, 3)
+    a, b = torch.randn(4, 3), torch.randn(5, 3)
+    one = torch.tensor(1.0)
+
+    def strip(a, b, offset):
+        n, m = a.shape[0], b.shape[0]
+        return (a, a, None, b, b, None, torch.ones(n), torch.ones(m), torch.zeros(n),
+                torch.zeros(m), one, offset)
     with pytest.raises(RuntimeError, match="offset"):
-        torch.ops.gapops.strip_forward(a, torch.randn(5, 3), torch.tensor(1.0), 2)
+        torch.ops.gapops.strip_forward(*strip(a, b, 2))
     with pytest.raises(RuntimeError, match="share d"):
-        torch.ops.gapops.strip_forward(a, torch.randn(5, 2), torch.tensor(1.0), 0)
+        torch.ops.gapops.strip_forward(*strip(a, torch.randn(5, 2), 0))
 
 
 def test_info_and_demo_commands_run():

@@ -85,6 +85,22 @@ def test_linear_separability_of_gapped_and_of_identical_modalities():
     assert 0.3 < same < 0.7
 
 
+def test_separability_scores_every_point_held_out(monkeypatch):
+    seen = []
+    real = M._ridge_fit_score
+
+    def spy(xb, y, train, test, n_cls, ridge):
+        seen.append((set(train.tolist()), set(test.tolist())))
+        return real(xb, y, train, test, n_cls, ridge)
+
+    monkeypatch.setattr(M, "_ridge_fit_score", spy)
+    M.linear_separability(_rand(50, 4, 34), _rand(50, 4, 35))
+    assert len(seen) == 5
+    tested = set().union(*(te for _, te in seen))
+    assert tested == set(range(100))  # all 2N points, each held out once
+    assert all(not (tr & te) for tr, te in seen)
+
+
 def test_linear_probe_reads_classes_off_separated_clusters():
     centers = torch.eye(4) * 10
     labels = torch.arange(200) % 4
@@ -92,23 +108,41 @@ def test_linear_probe_reads_classes_off_separated_clusters():
     assert M.linear_probe_accuracy(x, labels) == 1.0
 
 
-def test_condition_number_and_effective_rank_of_a_diagonal_matrix():
+def test_condition_number_and_effective_rank_of_a_diagonal_matrix_uncentered():
     d = torch.diag(torch.tensor([1.0, 2.0, 3.0, 4.0]))
-    assert M.condition_number(d, normalize=False) == pytest.approx(4.0)
+    assert M.condition_number(d, normalize=False, center=False) == pytest.approx(4.0)
     p = torch.tensor([1.0, 2.0, 3.0, 4.0]) / 10
-    assert M.effective_rank(d, normalize=False) == pytest.approx(
+    assert M.effective_rank(d, normalize=False, center=False) == pytest.approx(
         float(torch.exp(-(p * p.log()).sum())), rel=1e-6)
     # normalized rows of a diagonal matrix are the identity: flat spectrum
-    assert M.condition_number(d) == pytest.approx(1.0)
-    assert M.effective_rank(d) == pytest.approx(4.0)
+    assert M.condition_number(d, center=False) == pytest.approx(1.0)
+    assert M.effective_rank(d, center=False) == pytest.approx(4.0)
 
 
 def test_condition_number_after_normalization_counts_directions():
     # four rows along e1, one along e2 (any lengths): singular values 2 and 1
     x = torch.tensor([[3.0, 0], [1, 0], [2, 0], [5, 0], [0, 9]])
-    assert M.condition_number(x) == pytest.approx(2.0)
-    assert M.effective_rank(torch.ones(6, 3)) == pytest.approx(1.0)
-    assert M.condition_number(torch.ones(6, 3)) > 1e6
+    assert M.condition_number(x, center=False) == pytest.approx(2.0)
+    assert M.effective_rank(torch.ones(6, 3), center=False) == pytest.approx(1.0)
+    assert M.condition_number(torch.ones(6, 3), center=False) > 1e6
+
+
+def test_centered_condition_number_ignores_the_cones_axis():
+    # a narrow cone: a common direction plus isotropic spread; only the spread is the shape
+    axis = torch.zeros(8)
+    axis[0] = 1.0
+    x = 5.0 * axis + 0.3 * _rand(4000, 8, 30)
+    raw = dict(normalize=False)
+    assert M.condition_number(x, center=False, **raw) > 10.0  # the mean direction dominates
+    assert M.condition_number(x, **raw) < 1.5  # centered (the default): isotropic spread
+    assert M.effective_rank(x, **raw) > 7.5
+
+
+def test_condition_number_is_inf_when_n_does_not_exceed_d():
+    # centered, N rows span at most N - 1 directions: rank-deficient whenever N <= d
+    assert M.condition_number(_rand(16, 32, 31)) == math.inf
+    s = M.summary(_rand(16, 32, 31), _rand(16, 32, 32), probe=False)
+    assert s["n_over_d"] == 0.5 and s["cond_image"] == math.inf
 
 
 def test_retrieval_recall_perfect_and_deranged():
@@ -118,6 +152,18 @@ def test_retrieval_recall_perfect_and_deranged():
     # text i is image i+1's embedding: the partner is never the best match
     wrong = M.retrieval_recall(x, x.roll(1, 0), ks=(1,))
     assert wrong["i2t_r1"] == 0.0 and wrong["t2i_r1"] == 0.0
+
+
+def test_retrieval_counts_ties_as_misses():
+    # collapsed embeddings: every candidate scores the same; no query can single out its partner
+    collapsed = torch.ones(20, 4)
+    r = M.retrieval_recall(collapsed, collapsed)
+    assert r == {"i2t_r1": 0.0, "i2t_r5": 0.0, "t2i_r1": 0.0, "t2i_r5": 0.0}
+    # two exact copies per query: the partner ties with one other candidate, a miss at 1, a
+    # hit at 5
+    x = _rand(10, 6, 33).repeat(2, 1)
+    r = M.retrieval_recall(x, x)
+    assert r["i2t_r1"] == 0.0 and r["i2t_r5"] == 1.0
 
 
 def test_retrieval_recall_in_chunks_and_with_labels(monkeypatch):
@@ -142,7 +188,7 @@ def test_zero_shot_accuracy_with_single_and_ensembled_prompts():
 def test_summary_has_every_metric_that_applies_and_takes_numpy():
     x, y = _rand(60, 8, 18), _rand(60, 8, 19)
     s = M.summary(x.numpy(), y.numpy())
-    for k in ("gap", "cross_cosine", "cone_image", "cone_text", "alignment", "uniformity_image",
+    for k in ("n", "d", "n_over_d", "gap", "cross_cosine", "cone_image", "cone_text", "alignment", "uniformity_image",
               "uniformity_text", "separability", "cond_image", "cond_text", "erank_image",
               "erank_text", "i2t_r1", "i2t_r5", "t2i_r1", "t2i_r5"):
         assert isinstance(s[k], float), k
@@ -160,3 +206,20 @@ def test_bad_shapes_are_refused():
         M.modality_gap(torch.randn(4, 3), torch.randn(4, 5))
     with pytest.raises(ValueError):
         M.alignment(torch.randn(4, 3), torch.randn(5, 3))
+
+
+# ---------------------------------------------------------------- the shift landscape
+
+def test_shift_landscape_at_zero_is_the_plain_loss_and_one_matches_centroids():
+    from gapops.metrics.shift import shift_landscape
+    x, y = _rand(40, 8, 40) + 1.0, _rand(40, 8, 41) - 1.0
+    land = shift_landscape(x, y, tau=0.1, lambdas=[0.0, 1.0], batch_size=20,
+                           backend="reference")
+    want = sum(float(F.cross_entropy(10 * a @ b.T, torch.arange(20)) / 2
+                     + F.cross_entropy(10 * b @ a.T, torch.arange(20)) / 2)
+               for a, b in ((F.normalize(x[:20], dim=1), F.normalize(y[:20], dim=1)),
+                            (F.normalize(x[20:], dim=1), F.normalize(y[20:], dim=1)))) / 2
+    assert land[0]["loss"] == pytest.approx(want, rel=1e-5)
+    assert len(land[0]["batch_loss"]) == 2
+    assert land[0]["gap"] == pytest.approx(M.modality_gap(x, y), rel=1e-5)
+    assert land[1]["gap"] < 0.2 * land[0]["gap"]  # λ = 1 nearly closes it (renormalized)

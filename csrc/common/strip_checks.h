@@ -2,9 +2,12 @@
 // first, these guard the ops when they are called directly (torch.ops.gapops.*).
 #pragma once
 #include <ATen/ATen.h>
+#include <c10/util/Optional.h>
 
 namespace gapops {
 
+// The feature rows' shapes and dtypes, the scale and the offset (a, b: the strip's row and column
+// sources; their *_alt twins are checked by check_strip_inputs below).
 inline void check_strip_inputs(const at::Tensor& a, const at::Tensor& b, const at::Tensor& scale,
                                int64_t offset) {
   TORCH_CHECK(a.dim() == 2, "strip: a must be 2-D [n, d], got ", a.sizes());
@@ -19,6 +22,53 @@ inline void check_strip_inputs(const at::Tensor& a, const at::Tensor& b, const a
   TORCH_CHECK(offset >= 0 && offset + a.size(0) <= b.size(0),
               "strip: offset must satisfy 0 <= offset and offset + n <= m, got offset ", offset,
               " with n ", a.size(0), " and m ", b.size(0));
+}
+
+namespace detail {
+inline void check_twin(const at::Tensor& main, const at::Tensor& alt, const char* name) {
+  TORCH_CHECK(alt.sizes() == main.sizes() && alt.scalar_type() == main.scalar_type() &&
+                  alt.device() == main.device(),
+              "strip: ", name, "_alt must match ", name, " in shape, dtype and device, got ",
+              alt.sizes(), " ", alt.scalar_type(), " vs ", main.sizes(), " ", main.scalar_type());
+}
+
+inline void check_swap(const c10::optional<at::Tensor>& swap, const at::Tensor& main,
+                       const char* name) {
+  if (!swap.has_value()) return;
+  TORCH_CHECK(swap->scalar_type() == at::kBool && swap->dim() == 1 &&
+                  swap->size(0) == main.size(0) && swap->device() == main.device(),
+              "strip: ", name, "_swap must be a bool tensor [", main.size(0), "] on ",
+              main.device(), ", got ", swap->scalar_type(), " ", swap->sizes());
+}
+
+inline void check_row_vector(const at::Tensor& v, int64_t rows, const at::Tensor& like,
+                             const char* name) {
+  TORCH_CHECK(v.dim() == 1 && v.size(0) == rows && v.is_floating_point() &&
+                  v.device() == like.device(),
+              "strip: ", name, " must be a floating point tensor [", rows, "] on ", like.device(),
+              ", got ", v.scalar_type(), " ", v.sizes(), " on ", v.device());
+}
+}  // namespace detail
+
+// Every argument of strip_forward (and the leading ones of strip_backward), v2 schema.
+inline void check_strip_inputs(const at::Tensor& a, const at::Tensor& a_alt,
+                               const c10::optional<at::Tensor>& a_swap, const at::Tensor& b,
+                               const at::Tensor& b_alt, const c10::optional<at::Tensor>& b_swap,
+                               const at::Tensor& a_inv_norm, const at::Tensor& b_inv_norm,
+                               const at::Tensor& a_pos, const at::Tensor& b_pos,
+                               const at::Tensor& scale, int64_t offset) {
+  check_strip_inputs(a, b, scale, offset);
+  detail::check_twin(a, a_alt, "a");
+  detail::check_twin(b, b_alt, "b");
+  detail::check_swap(a_swap, a, "a");
+  detail::check_swap(b_swap, b, "b");
+  const int64_t n = a.size(0), m = b.size(0);
+  detail::check_row_vector(a_inv_norm, n, a, "a_inv_norm");
+  detail::check_row_vector(a_pos, n, a, "a_pos");
+  detail::check_row_vector(b_inv_norm, m, a, "b_inv_norm");
+  detail::check_row_vector(b_pos, m, a, "b_pos");
+  TORCH_CHECK(scale.is_floating_point() && scale.device() == a.device(),
+              "strip: scale must be a floating point tensor on ", a.device());
 }
 
 inline void check_strip_stats(const at::Tensor& a, const at::Tensor& b, const at::Tensor& row_lse,

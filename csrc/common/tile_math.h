@@ -76,21 +76,45 @@ GAPOPS_HD void lse_partial(const T* x, int count, int step, T scale, T& m, T& s)
   s = sum;
 }
 
-// G_ij of DESIGN.md section 1, for one logit L_ij = s a_i.b_j of the strip.
+// Relative statistics (docs/design.md section 2.1). A row's (or column's) running state is
+// (m, s): m = max(0, max of the terms seen) >= 0 and s = sum of e^(x - m) over the terms other
+// than the positive, whose own term is the exact 1 added at the end. States merge with lse_merge.
+// With the positive the result is log(1 + sum e^x): log1p(s) when m == 0 (no cancellation when
+// the positive dominates), else m + log(e^-m + s); without it (a column whose positive row is on
+// another strip) it is log(sum e^x), which may come back as -inf when every term underflows.
+template <typename T>
+GAPOPS_HD T rel_lse_finalize(T m, T s, bool has_positive) {
+  if (!has_positive) return m + log(s);
+  return m == T(0) ? log1p(s) : m + log(fast_exp(-m) + s);
+}
+
+// G at a positive pair: g_row (e^-row_lse - 1) + g_col (e^-col_lse - 1), by expm1, where the
+// softmax - one-hot of the naive form cancels.
+template <typename T>
+GAPOPS_HD T positive_grad_weight(T g_row, T row_lse, T g_col, T col_lse) {
+  return g_row * expm1(-row_lse) + g_col * expm1(-col_lse);
+}
+
+// G_ij at a pair that is not a positive (docs/design.md section 2.1), from the cosine's offsets
+// dr = cos_ij - a_pos_i and dc = cos_ij - b_pos_j: g_row e^(s dr - row_lse) + g_col e^(s dc - col_lse).
+// scale_term receives the pair's share of grad_scale, g_row P dr + g_col Q dc (a small probability
+// times a cosine difference: the cancellation-free form).
+template <typename T>
+GAPOPS_HD T pair_grad_weight(T s, T dr, T dc, T row_lse, T col_lse, T g_row, T g_col,
+                             T& scale_term) {
+  const T gp = g_row * fast_exp(s * dr - row_lse);
+  const T gq = g_col * fast_exp(s * dc - col_lse);
+  scale_term = gp * dr + gq * dc;
+  return gp + gq;
+}
+
+// v1 form (absolute statistics), kept only while csrc/cuda/strip_kernels.cuh still calls it:
+// G_ij for one logit L_ij = s a_i.b_j. The positive's g - (g_row + g_col) cancels; v2 uses
+// positive_grad_weight and pair_grad_weight instead.
 template <typename T>
 GAPOPS_HD T grad_weight(T logit, T row_lse, T col_lse, T g_row, T g_col, bool positive) {
   T g = g_row * fast_exp(logit - row_lse) + g_col * fast_exp(logit - col_lse);
   return positive ? g - (g_row + g_col) : g;
-}
-
-// Backward of a_hat = a / max(||a||, eps) for one row: da = (dhat - a_hat (a_hat.dhat)) / max(||a||, eps).
-template <typename T>
-GAPOPS_HD void normalize_backward_row(const T* a_hat, const T* d_hat, T norm, int64_t d, T eps,
-                                      T* da) {
-  T dot = 0;
-  for (int64_t k = 0; k < d; ++k) dot += a_hat[k] * d_hat[k];
-  const T inv = T(1) / (norm > eps ? norm : eps);
-  for (int64_t k = 0; k < d; ++k) da[k] = (d_hat[k] - a_hat[k] * dot) * inv;
 }
 
 }  // namespace gapops

@@ -17,9 +17,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("name", help="a study name from 'list', or 'all'")
     size = run.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="laptop-CPU size (~1 min a study)")
-    size.add_argument("--tiny", action="store_true", help="test size (seconds a study)")
+    size.add_argument("--tiny", action="store_true",
+                      help="test size (seconds a study): a smoke test, not meant to reproduce "
+                           "anything")
     run.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
-    run.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
+    run.add_argument("--seeds", type=int, default=5,
+                     help="number of seeds (default 5; verdicts need >= 2, CIs want >= 5)")
     run.add_argument("--out", default="results/", help="output folder (default results/)")
     run.add_argument("--resume", action="store_true",
                      help="continue from the checkpoints in OUT/ckpt/ after an interrupt")
@@ -43,7 +46,7 @@ def main(argv=None) -> int:
         return 0
     import torch
 
-    from .runner import get_study, run_study
+    from .runner import TINY_NOTE, get_study, run_study, verdict_tag
     scale = "tiny" if args.tiny else "quick" if args.quick else "full"
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -64,13 +67,14 @@ def main(argv=None) -> int:
         r = run_study(n, scale=scale, seed=args.seed, seeds=args.seeds, out=args.out,
                       resume=args.resume, device=args.device, backend=args.backend,
                       progress=not args.no_progress, plot=not args.no_plot)
-        verdicts.append((n, r["reproduced"], r["seeds_reproduced"], r["wall_s"]))
+        verdicts.append((n, verdict_tag(r), r["wall_s"]))
         print()
     if len(names) > 1:
         print(f"all studies: {time.perf_counter() - t0:.1f} s")
-        for n, ok, votes, wall in verdicts:
-            print(f"  {n:12s} {'reproduced' if ok else 'NOT reproduced':15s} seeds {votes}  "
-                  f"{wall:6.1f} s")
+        for n, tag, wall in verdicts:
+            print(f"  {n:12s} {tag:38s} {wall:6.1f} s")
+    if scale == "tiny":
+        print(TINY_NOTE)
     return 0
 
 

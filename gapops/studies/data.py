@@ -100,6 +100,48 @@ def synthetic(n: int = 2560, latent_dim: int = 16, dim: int = 32, n_classes: int
                             "nonlinear": nonlinear, "seed": seed})
 
 
+def info_gap(n: int = 2560, shared_dim: int = 8, specific_dim: int = 4, dim: int = 32,
+             n_classes: int = 10, shared_sep: float = 0.5, specific_sep: float = 1.5,
+             noise: float = 0.1, test_fraction: float = 0.2, seed: int = 0) -> PairedData:
+    """A testbed with an information gap (Jiang et al. 2023, section 3): the image view carries
+    label information that the text view lacks.
+
+    Latents: shared s ~ N(μ_c, I) [shared_dim] seen by both views, with weak class means
+    (μ_c ~ N(0, shared_sep²)); image-specific u ~ N(ν_c, I) [specific_dim] with strong class
+    means (ν_c ~ N(0, specific_sep²)), seen by the image view only; text-specific v ~ N(0, I)
+    [specific_dim], label-free, seen by the text view only. image = f([s, u]), text = g([s, v]),
+    f, g fixed random tanh MLPs to ``dim`` plus noise, standardized. Exact alignment (text from
+    image) can keep s only, so it loses u's label information: a probe on image embeddings
+    gains from what is kept beyond the shared part. Class prompts: g of the class means with
+    v = 0, [K, 1, dim].
+    """
+    rng = np.random.default_rng(seed)
+    mu = rng.standard_normal((n_classes, shared_dim)) * shared_sep
+    nu = rng.standard_normal((n_classes, specific_dim)) * specific_sep
+    labels = rng.integers(0, n_classes, n)
+    s = mu[labels] + rng.standard_normal((n, shared_dim))
+    u = nu[labels] + rng.standard_normal((n, specific_dim))
+    v = rng.standard_normal((n, specific_dim))
+    f = _random_map(shared_dim + specific_dim, dim, 4 * dim, rng, True)
+    g = _random_map(shared_dim + specific_dim, dim, 4 * dim, rng, True)
+    images = f(np.concatenate([s, u], 1)) + noise * rng.standard_normal((n, dim))
+    texts = g(np.concatenate([s, v], 1)) + noise * rng.standard_normal((n, dim))
+    mu_i, sd_i = images.mean(0), images.std(0) + 1e-8
+    mu_t, sd_t = texts.mean(0), texts.std(0) + 1e-8
+    images, texts = (images - mu_i) / sd_i, (texts - mu_t) / sd_t
+    prompts = ((g(np.concatenate([mu, np.zeros((n_classes, specific_dim))], 1)) - mu_t)
+               / sd_t)[:, None, :]
+    perm = rng.permutation(n)
+    n_test = int(round(n * test_fraction))
+    as_f = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
+    return PairedData(as_f(images), as_f(texts), torch.as_tensor(labels), as_f(prompts),
+                      torch.as_tensor(perm[n_test:]), torch.as_tensor(perm[:n_test]),
+                      info={"kind": "info_gap", "n": n, "shared_dim": shared_dim,
+                            "specific_dim": specific_dim, "dim": dim, "n_classes": n_classes,
+                            "shared_sep": shared_sep, "specific_sep": specific_sep,
+                            "noise": noise, "seed": seed})
+
+
 _WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 _CAPTIONS = ["a handwritten {d}", "the digit {w}", "a {thick} {d} written by hand",
              "a {slant} {w}", "an image of the number {w}", "a {thick} and {slant} digit {d}",
@@ -173,9 +215,12 @@ def digits(test_fraction: float = 0.2, seed: int = 0, n: Optional[int] = None) -
 
 
 def build_data(kind: str, seed: int, **kwargs) -> PairedData:
-    """'synthetic' or 'digits' with the given options (see :func:`synthetic`, :func:`digits`)."""
+    """'synthetic', 'info_gap' or 'digits' with the given options (see :func:`synthetic`,
+    :func:`info_gap`, :func:`digits`)."""
     if kind == "synthetic":
         return synthetic(seed=seed, **kwargs)
+    if kind == "info_gap":
+        return info_gap(seed=seed, **kwargs)
     if kind == "digits":
         return digits(seed=seed, **kwargs)
-    raise ValueError(f"unknown data kind {kind!r}; choose 'synthetic' or 'digits'")
+    raise ValueError(f"unknown data kind {kind!r}; choose 'synthetic', 'info_gap' or 'digits'")

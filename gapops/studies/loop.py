@@ -8,6 +8,7 @@ generator and the global RNGs, the epoch and the history.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,8 +31,12 @@ class TrainConfig:
     or 'schedule' (``tau`` → ``tau_end`` by ``schedule``: 'cosine', 'linear' in log τ, or
     'step' at ``step_at`` of training). objective: 'clip' (the fused contrastive loss) or
     'align' (positive pairs only); scale_lr_mult: the learnable log-scale's learning rate over
-    ``lr``. swap_p: probability that a pair's image and text swap in the
-    loss; mismatch: fraction of training pairs re-paired wrongly. imsep/dfs/bridge/geo: weights
+    ``lr`` (CLIP: 1; Yaras et al. advise smaller). swap_p / swap_mode: modality swapping with
+    probability p, 'pair' (a pair's whole image and text trade places: gapops' ``swap_mask``),
+    'hard' (each embedding entry trades places with probability p) or 'soft' (each entry
+    chosen with probability p moves a uniform fraction of the way to its partner's value);
+    mismatch: fraction of training pairs re-paired wrongly; augment: std of the Gaussian noise
+    added to float inputs at every step (a fresh draw per step). imsep/dfs/bridge/geo: weights
     of the regularizers in :mod:`gapops.studies.losses`."""
     epochs: int = 20
     batch_size: int = 256
@@ -45,6 +50,8 @@ class TrainConfig:
     step_at: float = 0.5
     objective: str = "clip"
     swap_p: float = 0.0
+    swap_mode: str = "pair"
+    augment: float = 0.0
     mismatch: float = 0.0
     imsep: float = 0.0
     dfs: float = 0.0
@@ -91,8 +98,20 @@ def evaluate(model, data: PairedData, cfg: TrainConfig) -> dict:
     """:func:`gapops.metrics.summary` on (up to ``max_eval`` rows of) the held-out split."""
     rows = data.test[:cfg.max_eval]
     img, txt, cls = embed(model, data, rows, cfg.device)
-    return metrics.summary(img.cpu(), txt.cpu(), labels=data.labels[rows], class_emb=cls.cpu(),
-                           probe=cfg.probe)
+    out = metrics.summary(img.cpu(), txt.cpu(), labels=data.labels[rows], class_emb=cls.cpu(),
+                          probe=cfg.probe)
+    if cfg.probe and hasattr(model, "image_private"):
+        # the image representation a downstream probe reads: shared ⊕ modality-specific features
+        with torch.no_grad():
+            model.eval()
+            priv = model(data.images[rows].to(cfg.device), data.texts[rows].to(cfg.device))
+            model.train()
+        full = torch.cat([torch.nn.functional.normalize(img, dim=1),
+                          torch.nn.functional.normalize(priv["image_private"], dim=1)], 1)
+        out["probe_image"] = metrics.linear_probe_accuracy(full.cpu(), data.labels[rows], folds=5)
+    elif cfg.probe:
+        out["probe_image"] = out["class_probe"]
+    return out
 
 
 def _param_groups(model, cfg: TrainConfig) -> list:
@@ -117,13 +136,24 @@ def _regularizers(cfg: TrainConfig, model, out: dict, images: Tensor, texts: Ten
     if cfg.imsep:
         terms.append(cfg.imsep * losses.imsep_loss(out["image"], out["text"], scale,
                                                    losses.semantic_features(texts)))
+    noise = cfg.augment or cfg.bridge_noise  # the second view's augmentation
+
+    def view(x):
+        if not x.is_floating_point():
+            return x
+        return x + noise * torch.randn(x.shape, generator=gen).to(x.device)
+
     if cfg.dfs:
-        terms.append(cfg.dfs * (losses.feature_separation_loss(out["image"], out["image_private"])
-                                + losses.feature_separation_loss(out["text"], out["text_private"])))
+        other = model(view(images), view(texts))
+        terms.append(cfg.dfs * (
+            losses.feature_separation_loss(out["image"], out["image_private"],
+                                           other["image_private"])
+            + losses.feature_separation_loss(out["text"], out["text_private"],
+                                             other["text_private"])))
     if cfg.bridge:
-        noise = torch.randn(images.shape, generator=gen).to(images.device)
-        mid = model.encode_image(images + cfg.bridge_noise * noise)
-        terms.append(cfg.bridge * losses.bridge_loss(mid, out["image"], out["text"]))
+        mid = model.encode_image(view(images))
+        t = 0.1 + 0.8 * torch.rand(images.shape[0], generator=gen).to(images.device)
+        terms.append(cfg.bridge * losses.bridge_loss(mid, out["image"], out["text"], t))
     if cfg.geo:
         terms.append(cfg.geo * losses.geometric_loss(out["image"], out["text"]))
     return sum(terms) if terms else None
@@ -182,6 +212,8 @@ def train(model, data: PairedData, cfg: TrainConfig, seed: int, ckpt_path=None,
 
     images = data.images[data.train].to(device)
     texts = data.texts[data.train[text_index]].to(device)
+    with torch.no_grad():
+        embed_dim = model.encode_image(images[:1]).shape[1]
     steps_per_epoch = max(1, n_train // cfg.batch_size)  # drop_last: every batch has B pairs
     total_steps = cfg.epochs * steps_per_epoch
 
@@ -203,9 +235,12 @@ def train(model, data: PairedData, cfg: TrainConfig, seed: int, ckpt_path=None,
             progress = state["steps"] / max(total_steps - 1, 1)
             mask = None
             if cfg.swap_p > 0:  # a fresh mask for every batch
-                mask = (torch.rand(idx.numel(), generator=gen) < cfg.swap_p).to(device)
-            loss, dt_step, dt_loss = _step(model, opt, cfg, images[idx], texts[idx], mask,
-                                           progress, learnable, gen, device)
+                shape = (idx.numel(),) if cfg.swap_mode == "pair" else \
+                    (idx.numel(), embed_dim)
+                mask = (torch.rand(shape, generator=gen) < cfg.swap_p).to(device)
+            loss, dt_step, dt_loss = _step(model, opt, cfg, _augment(images[idx], cfg, gen),
+                                           _augment(texts[idx], cfg, gen), mask, progress,
+                                           learnable, gen, device)
             loss_sum += loss
             state["steps"] += 1
             state["step_s"] += dt_step
@@ -228,6 +263,40 @@ def train(model, data: PairedData, cfg: TrainConfig, seed: int, ckpt_path=None,
                              rng=ckpt.rng_state())
             ckpt.save_atomic(saved, ckpt_path)
     return _result(state, True)
+
+
+def _loss_kw(cfg: TrainConfig) -> dict:
+    """``deterministic=`` where the public signature has it (bit-exact resume needs it)."""
+    try:
+        params = inspect.signature(gapops.contrastive_loss).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"deterministic": cfg.deterministic} if "deterministic" in params else {}
+
+
+def _augment(x: Tensor, cfg: TrainConfig, gen: torch.Generator) -> Tensor:
+    """Float inputs [B, D] plus N(0, augment²) noise (token ids and augment = 0: unchanged)."""
+    if not cfg.augment or not x.is_floating_point():
+        return x
+    return x + cfg.augment * torch.randn(x.shape, generator=gen).to(x.device)
+
+
+def swap_entries(a: Tensor, b: Tensor, mask: Tensor, mode: str,
+                 gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Yaras et al.'s per-entry modality swapping of paired embeddings a, b [B, d].
+
+    Rows are L2-normalized first (so the entries of both modalities are on one scale); where
+    ``mask`` [B, d] is True, 'hard' exchanges a's and b's entry, 'soft' moves each toward the
+    other by a fraction α ~ U(0, 1) (a_ij + α(b_ij − a_ij), b_ij + α(a_ij − b_ij)).
+    Differentiable in a and b.
+    """
+    a, b = torch.nn.functional.normalize(a, dim=1), torch.nn.functional.normalize(b, dim=1)
+    if mode == "hard":
+        return torch.where(mask, b, a), torch.where(mask, a, b)
+    if mode == "soft":
+        alpha = torch.rand(a.shape, generator=gen).to(a.device) * mask
+        return a + alpha * (b - a), b + alpha * (a - b)
+    raise ValueError(f"unknown swap_mode {mode!r}; choose 'pair', 'hard' or 'soft'")
 
 
 def _tau_now(model, cfg: TrainConfig, progress: float) -> float:
@@ -254,9 +323,12 @@ def _step(model, opt, cfg: TrainConfig, images: Tensor, texts: Tensor, mask, pro
     s = scale.detach().requires_grad_(learnable)
     _sync(device)
     t1 = time.perf_counter()
-    if cfg.objective == "clip":
+    if cfg.objective == "clip" and mask is not None and mask.dim() == 2:
+        a_in, b_in = swap_entries(a, b, mask, cfg.swap_mode, gen)
+        loss = gapops.contrastive_loss(a_in, b_in, s, backend=cfg.backend, **_loss_kw(cfg))
+    elif cfg.objective == "clip":
         loss = gapops.contrastive_loss(a, b, s, swap_mask=mask, backend=cfg.backend,
-                                       deterministic=cfg.deterministic)
+                                       **_loss_kw(cfg))
     elif cfg.objective == "align":
         loss = losses.alignment_loss(a, b)
     else:
@@ -282,8 +354,24 @@ def _step(model, opt, cfg: TrainConfig, images: Tensor, texts: Tensor, mask, pro
     return float(loss.detach()), t3 - t0, t2 - t1
 
 
+def gap_slope(history: list, fraction: float = 0.25) -> float:
+    """Least-squares slope of the gap per epoch over the last ``fraction`` of the history (at
+    least 3 entries): how far training is from a settled gap (0 when fewer than 3 entries)."""
+    pts = [(h["epoch"], h["gap"]) for h in history if "gap" in h]
+    k = max(3, int(round(len(pts) * fraction)))
+    pts = pts[-k:]
+    if len(pts) < 3:
+        return 0.0
+    mx = sum(p[0] for p in pts) / len(pts)
+    my = sum(p[1] for p in pts) / len(pts)
+    sxx = sum((p[0] - mx) ** 2 for p in pts)
+    return sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx
+
+
 def _result(state: dict, completed: bool) -> dict:
     hist = state["history"]
     final = {k: v for k, v in hist[-1].items() if k != "epoch"} if hist else {}
+    if len(hist) > 1:
+        final["gap_slope"] = gap_slope(hist)
     return {"history": hist, "final": final, "steps": state["steps"], "step_s": state["step_s"],
             "loss_s": state["loss_s"], "eval_s": state["eval_s"], "completed": completed}

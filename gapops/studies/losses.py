@@ -48,32 +48,52 @@ def semantic_features(texts: Tensor) -> Tensor:
     return counts[:, 1:]
 
 
-def feature_separation_loss(shared: Tensor, private: Tensor) -> Tensor:
-    """Jiang et al.'s deep feature separation, simplified: the modality-specific (private)
-    embedding is kept orthogonal to the shared one, E_i (ŝ_i·p̂_i)², and spread out by a
-    uniformity term on the private embeddings so that it keeps modality information rather
-    than collapsing."""
+def info_nce(a: Tensor, b: Tensor, tau: float = 0.1) -> Tensor:
+    """One-directional InfoNCE of row i of a [B, d] against row i of b [B, d] (normalized),
+    the batch's other rows being negatives (SimCLR's loss at temperature ``tau``)."""
+    za, zb = F.normalize(a, dim=1), F.normalize(b, dim=1)
+    return F.cross_entropy(za @ zb.T / tau, torch.arange(a.shape[0], device=a.device))
+
+
+def feature_separation_loss(shared: Tensor, private: Tensor, private_view: Tensor,
+                            tau: float = 0.1) -> Tensor:
+    """Jiang et al.'s deep feature separation (arXiv 2303.05952, section 4.1) for one modality.
+
+    The modality's independent (private) features are kept apart from the shared ones by an
+    orthogonality constraint, E_i (ŝ_i·p̂_i)², and keep their own information by their own
+    contrastive term: an InfoNCE between the private features of two augmented views of the
+    same inputs (``private`` and ``private_view``, [B, d] each). shared: [B, d].
+    """
     s, p = F.normalize(shared, dim=1), F.normalize(private, dim=1)
     ortho = (s * p).sum(1).pow(2).mean()
-    sq = torch.cdist(p, p).pow(2)
-    n = p.shape[0]
-    off = ~torch.eye(n, dtype=torch.bool, device=p.device)
-    uniform = torch.logsumexp(-2.0 * sq[off], 0) - torch.log(torch.tensor(float(n * (n - 1))))
-    return ortho + 0.1 * uniform
+    return ortho + info_nce(private, private_view, tau)
 
 
-def bridge_loss(mid: Tensor, image: Tensor, text: Tensor, scale: float = 10.0) -> Tensor:
-    """Jiang et al.'s Brownian-bridge loss at t = 1/2: the embedding of an augmented view of
-    image i should sit near the midpoint of its pair's bridge, normalize((x̂_i + ŷ_i)/2), and
-    not near the other pairs' midpoints (an InfoNCE over the batch's midpoints)."""
-    m = F.normalize(F.normalize(image, dim=1) + F.normalize(text, dim=1), dim=1)
-    z = F.normalize(mid, dim=1)
-    return F.cross_entropy(scale * z @ m.T, torch.arange(z.shape[0], device=z.device))
+def bridge_loss(mid: Tensor, image: Tensor, text: Tensor, t: Tensor) -> Tensor:
+    """Jiang et al.'s Brownian-bridge loss (section 4.2): an augmented view of image i, taken as
+    the bridge's state at time t_i, should be likely under the Brownian bridge from x̂_i to ŷ_i,
+    N((1 − t)x̂_i + t ŷ_i, t(1 − t) I), against the other pairs' bridges at the same t_i:
+    cross-entropy over j of −||ẑ_i − ((1 − t_i)x̂_j + t_i ŷ_j)||² / (2 t_i (1 − t_i)).
+
+    mid, image, text: [B, d] (normalized here); t: [B] in (0, 1).
+    """
+    x, y, z = F.normalize(image, dim=1), F.normalize(text, dim=1), F.normalize(mid, dim=1)
+    tt = t.unsqueeze(1)  # [B, 1]
+    # bridges[i, j] = (1 - t_i) x_j + t_i y_j: ||z_i - m_ij||² expanded without a [B, B, d] tensor
+    zx, zy, xy = z @ x.T, z @ y.T, (x * y).sum(1).unsqueeze(0)
+    m2 = (1 - tt) ** 2 + tt ** 2 + 2 * tt * (1 - tt) * xy  # ||m_ij||² (x̂, ŷ unit)
+    d2 = 1.0 - 2 * ((1 - tt) * zx + tt * zy) + m2
+    logits = -d2 / (2 * tt * (1 - tt))
+    return F.cross_entropy(logits, torch.arange(x.shape[0], device=x.device))
 
 
-def geometric_loss(image: Tensor, text: Tensor) -> Tensor:
-    """Jiang et al.'s geometric consistency: the two modalities' similarity structures agree,
-    mean (x̂_i·x̂_j − ŷ_i·ŷ_j)² + mean (x̂_i·ŷ_j − x̂_j·ŷ_i)²."""
+def geometric_loss(image: Tensor, text: Tensor, in_weight: float = 0.25,
+                   cross_weight: float = 0.25) -> Tensor:
+    """Geometric consistency (Jiang et al. section 4.3), scaled as CyCLIP's released code does:
+    in-modal Σ_jk (x̂_j·x̂_k − ŷ_j·ŷ_k)² / B and cross-modal Σ_jk (x̂_j·ŷ_k − x̂_k·ŷ_j)² / B, i.e.
+    per sample, not per pair (B times the mean), weighted 0.25 each (CyCLIP's λ1 = λ2 = 0.25).
+    image, text: [B, d]."""
     x, y = F.normalize(image, dim=1), F.normalize(text, dim=1)
+    b = x.shape[0]
     c = x @ y.T
-    return (x @ x.T - y @ y.T).pow(2).mean() + (c - c.T).pow(2).mean()
+    return (in_weight * (x @ x.T - y @ y.T).pow(2).sum() + cross_weight * (c - c.T).pow(2).sum()) / b

@@ -38,8 +38,13 @@ def _bar_panel(ax, result: dict, bars: tuple) -> None:
         ax.bar(xs, means, width, yerr=stds, capsize=2, label=metric)
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=20, fontsize=7)
-    ax.legend(fontsize=7)
-    ax.set_title(f"final, mean ± std over {len(result['seeds'])} seeds", fontsize=8)
+    values = [a["final"].get(m) for a in result["arms"] for m in bars]
+    if all(v is not None and 0.0 <= v <= 1.0 for v in values):
+        ax.set_ylim(0.0, 1.0)  # gap, recall, accuracy: one 0–1 axis, read at a glance
+    # the legend above the axes: it never covers a bar
+    ax.legend(fontsize=7, ncol=len(bars), loc="lower center", bbox_to_anchor=(0.5, 1.0),
+              frameon=False)
+    ax.set_xlabel(f"final, mean ± std over {len(result['seeds'])} seeds", fontsize=8)
     ax.grid(alpha=0.3, axis="y")
 
 
@@ -64,6 +69,7 @@ def _cone_panels(axes, result: dict) -> None:
 
 
 def _shift_panels(axes, result: dict) -> None:
+    lo, hi = -1e9, 1e9
     for a in result["arms"]:
         lam = [p["lambda"] for p in a["landscape"]]
         loss = [p["loss"] for p in a["landscape"]]
@@ -71,6 +77,9 @@ def _shift_panels(axes, result: dict) -> None:
         axes[0].plot(lam, [v - base for v in loss], label=a["name"])
         best = min(range(len(lam)), key=loss.__getitem__)
         axes[0].plot(lam[best], loss[best] - base, "k.", ms=8)
+        hi = min(hi, max(v - base for v in loss))
+    axes[0].set_ylim(-0.6, min(3.0, max(hi, 0.5)))
+    axes[0].axvline(1, color="gray", lw=0.5, ls="--")
     axes[0].axvline(0, color="gray", lw=0.5)
     axes[0].set_xlabel("shift λ (0 = trained embeddings, 1 = centroids matched)")
     axes[0].set_ylabel("loss(λ) − loss(0)")
@@ -93,14 +102,19 @@ def plot_study(result: dict, path, key: str = "gap", bars: tuple = ("gap",),
     if plt is None:
         return False
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), dpi=80)
-    if result["study"] == "cone":
+    kind = result.get("kind")
+    if kind == "cone":
         _cone_panels(axes, result)
-    elif result["study"] == "shift":
+    elif kind in ("shift", "real_shift"):
         _shift_panels(axes, result)
+    elif kind == "embeddings":
+        _bar_panel(axes[0], result, bars)
+        _bar_panel(axes[1], result, ("i2t_r1", "t2i_r1", "alignment"))
     else:
         _history_panel(axes[0], result, key, log_key)
         _bar_panel(axes[1], result, bars)
-    verdict = "reproduced" if result["reproduced"] else "NOT reproduced"
+    verdict = ("smoke test" if result["scale"] == "tiny" else "example" if result.get("example")
+               else "reproduced" if result["reproduced"] else "NOT reproduced")
     fig.suptitle(f"{result['study']}: {verdict} ({result['scale']}, "
                  f"{len(result['seeds'])} seeds)", fontsize=9)
     fig.tight_layout()

@@ -5,16 +5,19 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 # Sizes every study starts from; a study's own per-size overrides come after these.
-#  tiny : the tests (seconds for a whole study)   quick: a laptop CPU, ~1 minute a study
-#  full : the GPU size (--device cuda)
+#  tiny : the tests (seconds for a whole study): a smoke test, never a reproduction
+#  quick: a laptop CPU, ~1 minute a study      full : the GPU size (--device cuda)
 SCALES = {
-    "tiny": {"data": {"synthetic": {"n": 320}, "digits": {"n": 300}},
+    "tiny": {"data": {"synthetic": {"n": 320}, "digits": {"n": 300}, "info_gap": {"n": 320},
+                      "embeddings": {}},
              "model": {"hidden": 32, "embed_dim": 16},
              "train": {"epochs": 2, "batch_size": 64, "max_eval": 64}},
-    "quick": {"data": {"synthetic": {"n": 2560}, "digits": {}},
+    "quick": {"data": {"synthetic": {"n": 2560}, "digits": {}, "info_gap": {"n": 2560},
+                       "embeddings": {}},
               "model": {"hidden": 256, "embed_dim": 32},
               "train": {"epochs": 15, "batch_size": 256, "max_eval": 512}},
-    "full": {"data": {"synthetic": {"n": 40000}, "digits": {}},
+    "full": {"data": {"synthetic": {"n": 40000}, "digits": {}, "info_gap": {"n": 40000},
+                      "embeddings": {}},
              "model": {"hidden": 512, "embed_dim": 64},
              "train": {"epochs": 40, "batch_size": 1024, "max_eval": 4096},
              # digits has 1,437 training pairs: smaller batches, more epochs
@@ -40,10 +43,14 @@ class Arm:
 class Study:
     """A named experiment: arms trained (or measured) under one base configuration.
 
-    kind: 'train' (each arm trains a model), 'cone' (measures models at initialization) or
-    'shift' (trains one model per seed, each arm evaluates the loss landscape at one τ).
+    kind: 'train' (each arm trains a model), 'cone' (measures models at initialization),
+    'shift' (trains one toy model per seed, each arm evaluates the loss landscape at one τ),
+    'embeddings' (measures bundled real embeddings; a seed is a bootstrap resample of the pairs)
+    or 'real_shift' (the shift landscape of bundled real embeddings; a seed is an order of the
+    pairs into batches).
     key: the metric plotted over epochs; bars: the final metrics in the bar chart and table.
-    check(arms) -> (reproduced, one-line verdict) reads the seed-averaged arms.
+    check(arms) -> (reproduced, verdict, comparisons) reads the arms' per-seed results.
+    example: a labelled illustration, never counted as a reproduction.
     sizes: per-size overrides {"quick": {"train": {...}, "model": {...}, "data": {...}}}.
     """
     name: str
@@ -61,6 +68,7 @@ class Study:
     data_kw: dict = field(default_factory=dict)
     sizes: dict = field(default_factory=dict)
     notes: Optional[str] = None
+    example: bool = False
 
     def resolve(self, scale: str, arm: Arm) -> tuple[dict, dict, dict]:
         """(data kwargs, model overrides, train overrides) for ``arm`` at ``scale``."""

@@ -1,5 +1,8 @@
 """Modality-gap metrics on any pair of embedding tensors (DESIGN.md section 5).
 
+Also a command line for your own model's embeddings: ``python -m gapops.metrics EMB.npy --json``
+(see :mod:`gapops.metrics.__main__`), and :func:`gapops.metrics.shift.shift_landscape`.
+
 Every function L2-normalizes its inputs itself (rows of ``[N, d]`` tensors; numpy arrays are
 accepted too), works without gradients and returns Python floats (``gap_vector`` returns a
 tensor). Means over pairs use O(N*d) identities where the math allows; the metrics that are
@@ -111,14 +114,26 @@ def uniformity(emb, t: float = 2.0, max_n: int = 2048, seed: int = 0) -> float:
     return float(torch.cat(parts).logsumexp(0) - math.log(n * (n - 1)))
 
 
+def _ridge_fit_score(xb: Tensor, y: Tensor, train: Tensor, test: Tensor, n_cls: int,
+                     ridge: float) -> int:
+    """Fit a ridge classifier on rows ``train`` of ``xb`` [N, d+1]; the number right on ``test``."""
+    a, b = xb[train], F.one_hot(y[train], n_cls).to(xb.dtype)
+    reg = ridge * a.shape[0] * torch.eye(a.shape[1], dtype=xb.dtype, device=xb.device)
+    reg[-1, -1] = 0  # the bias is not shrunk
+    w = torch.linalg.solve(a.T @ a + reg, a.T @ b)
+    return int(((xb[test] @ w).argmax(1) == y[test]).sum())
+
+
 @torch.no_grad()
 def linear_probe_accuracy(emb, labels, test_fraction: float = 0.3, seed: int = 0,
-                          ridge: float = 1e-3) -> float:
+                          ridge: float = 1e-3, folds: int = 0) -> float:
     """Held-out accuracy of a linear probe on normalized embeddings.
 
-    emb: [N, d]; labels: int [N]. A seeded random split keeps ``test_fraction`` of the rows out;
-    the probe is a ridge-regression classifier (least squares onto one-hot targets with a bias,
-    closed form in float64: deterministic, O(N·d² + d³), no iterative fit) -> float in [0, 1].
+    emb: [N, d]; labels: int [N]. The probe is a ridge-regression classifier (least squares
+    onto one-hot targets with a bias, closed form in float64: deterministic, O(N·d² + d³)).
+    ``folds`` = 0: one seeded split keeps ``test_fraction`` of the rows out. ``folds`` = k ≥ 2:
+    k-fold cross-validation, so every row is scored once, held out (N test points, not
+    N·test_fraction). -> float in [0, 1].
     """
     x = _unit(emb).double()
     y = torch.as_tensor(labels, device=x.device).long().reshape(-1)
@@ -127,33 +142,37 @@ def linear_probe_accuracy(emb, labels, test_fraction: float = 0.3, seed: int = 0
     n = x.shape[0]
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(n, generator=g).to(x.device)
+    xb = torch.cat([x, torch.ones(n, 1, dtype=x.dtype, device=x.device)], 1)
+    n_cls = int(y.max()) + 1
+    if folds >= 2:
+        k = min(folds, n)
+        parts = [perm[i::k] for i in range(k)]
+        right = sum(_ridge_fit_score(xb, y, torch.cat(parts[:i] + parts[i + 1:]), parts[i],
+                                     n_cls, ridge) for i in range(k))
+        return right / n
     n_test = min(n - 1, max(1, int(round(n * test_fraction))))
     test, train = perm[:n_test], perm[n_test:]
-    xb = torch.cat([x, torch.ones(n, 1, dtype=x.dtype, device=x.device)], 1)
-    targets = F.one_hot(y[train], int(y.max()) + 1).to(x.dtype)
-    a, b = xb[train], targets
-    reg = ridge * a.shape[0] * torch.eye(a.shape[1], dtype=x.dtype, device=x.device)
-    reg[-1, -1] = 0  # the bias is not shrunk
-    w = torch.linalg.solve(a.T @ a + reg, a.T @ b)
-    return float(((xb[test] @ w).argmax(1) == y[test]).double().mean())
+    return _ridge_fit_score(xb, y, train, test, n_cls, ridge) / n_test
 
 
-def linear_separability(image_emb, text_emb, test_fraction: float = 0.3, seed: int = 0) -> float:
+def linear_separability(image_emb, text_emb, folds: int = 5, seed: int = 0) -> float:
     """Held-out accuracy of a linear probe telling image from text embeddings (0.5 = inseparable).
 
-    [N, d], [M, d] -> float in [0, 1]; see :func:`linear_probe_accuracy`.
+    [N, d], [M, d] -> float in [0, 1], scored by ``folds``-fold cross-validation over all N + M
+    points (each held out once; see :func:`linear_probe_accuracy`).
     """
     x, y = _pair(image_emb, text_emb)
     labels = torch.cat([torch.zeros(x.shape[0]), torch.ones(y.shape[0])]).long()
-    return linear_probe_accuracy(torch.cat([x, y]), labels, test_fraction, seed)
+    return linear_probe_accuracy(torch.cat([x, y]), labels, seed=seed, folds=folds)
 
 
 @torch.no_grad()
-def singular_values(emb, normalize: bool = True, center: bool = False) -> Tensor:
+def singular_values(emb, normalize: bool = True, center: bool = True) -> Tensor:
     """Singular values (descending, float64 [min(N, d)]) of the [N, d] embedding matrix.
 
     ``normalize`` L2-normalizes rows first (the default, as for every metric here); ``center``
-    subtracts the mean row (the spread around the cone's axis instead of around the origin).
+    (the default) subtracts the mean row: the spread around the cone's axis. Uncentered, the
+    largest singular value mostly measures the cone's mean direction.
     """
     x = _unit(emb).double() if normalize else torch.as_tensor(emb).detach().double()
     if center:
@@ -161,13 +180,21 @@ def singular_values(emb, normalize: bool = True, center: bool = False) -> Tensor
     return torch.linalg.svdvals(x)
 
 
-def condition_number(emb, normalize: bool = True, center: bool = False) -> float:
-    """σ_max / σ_min of the [N, d] embedding matrix (Ren & Li 2023); inf when rank-deficient."""
+def condition_number(emb, normalize: bool = True, center: bool = True) -> float:
+    """σ_max / σ_min of the centered [N, d] embedding matrix (Ren & Li 2023); inf when
+    rank-deficient.
+
+    Caveat: with N close to d the smallest singular value of any sample matrix is near 0
+    (Marchenko–Pastur), so the condition number is inflated whatever the embeddings; read it
+    with N ≫ d (``summary`` reports ``n_over_d``).
+    """
     s = singular_values(emb, normalize, center)
-    return float(s[0] / s[-1]) if s[-1] > 0 else math.inf
+    n, d = torch.as_tensor(emb).shape
+    tol = s[0] * max(n, d) * torch.finfo(s.dtype).eps  # numerically rank-deficient below this
+    return float(s[0] / s[-1]) if s[-1] > tol else math.inf
 
 
-def effective_rank(emb, normalize: bool = True, center: bool = False) -> float:
+def effective_rank(emb, normalize: bool = True, center: bool = True) -> float:
     """exp(entropy of σ/Σσ) (Roy & Vetterli 2007): d for a flat spectrum, 1 for rank one."""
     s = singular_values(emb, normalize, center)
     p = s / s.sum()
@@ -180,9 +207,10 @@ def retrieval_recall(image_emb, text_emb, ks: Sequence[int] = (1, 5),
                      labels=None) -> dict:
     """Image→text and text→image recall@k of paired embeddings (pair i is the match of i).
 
-    A query counts as a hit at k when fewer than k candidates score strictly higher than its
-    partner (ties count for the query); with ``labels`` [N], a hit is any same-label candidate
-    in the top k. Row blocks keep memory O(chunk·N). Returns {"i2t_r1", "i2t_r5", "t2i_r1", ...}.
+    A query counts as a hit at k when fewer than k *other* candidates score at least as high as
+    its partner: ties count as misses, so collapsed embeddings (all scores equal) score 0, not 1.
+    With ``labels`` [N], the partner is the best-scoring same-label candidate. Row blocks keep
+    memory O(chunk·N). Returns {"i2t_r1", "i2t_r5", "t2i_r1", ...}, floats in [0, 1].
     """
     x, y = _pair(image_emb, text_emb)
     if x.shape[0] != y.shape[0]:
@@ -195,14 +223,14 @@ def retrieval_recall(image_emb, text_emb, ks: Sequence[int] = (1, 5),
             sims = q[i0:i0 + _CHUNK] @ c.T
             rows = torch.arange(sims.shape[0], device=x.device)
             if lab is None:
-                rank = (sims > sims[rows, rows + i0].unsqueeze(1)).sum(1)
-                for k in ks:
-                    hits[k] += int((rank < k).sum())
+                target = sims[rows, rows + i0]
             else:
-                top = sims.topk(min(max(ks), sims.shape[1]), dim=1).indices
-                same = lab[top] == lab[i0:i0 + sims.shape[0]].unsqueeze(1)
-                for k in ks:
-                    hits[k] += int(same[:, :k].any(1).sum())
+                same = lab.unsqueeze(0) == lab[i0:i0 + sims.shape[0]].unsqueeze(1)
+                target = sims.masked_fill(~same, -math.inf).amax(1)
+            # candidates scoring >= the partner, the partner itself not counted
+            rank = (sims >= target.unsqueeze(1)).sum(1) - 1
+            for k in ks:
+                hits[k] += int((rank < k).sum())
         for k in ks:
             out[f"{name}_r{k}"] = hits[k] / q.shape[0]
     return out
@@ -227,13 +255,16 @@ def zero_shot_accuracy(image_emb, class_emb, labels) -> float:
 def summary(image_emb, text_emb, labels=None, class_emb=None, probe: bool = True) -> dict:
     """Every metric that applies to paired embeddings [N, d] x [N, d], as {name: float}.
 
-    Always: gap, cross_cosine, cone_image, cone_text, alignment, uniformity_image,
-    uniformity_text, cond_image, cond_text, erank_image, erank_text, i2t_r1/r5, t2i_r1/r5;
-    ``probe``: separability (image-vs-text probe); with labels: class_probe (probe accuracy of
-    the image embeddings on the labels); with labels and class_emb: zero_shot.
+    Always: n, d, n_over_d, gap, cross_cosine, cone_image, cone_text, alignment,
+    uniformity_image, uniformity_text, cond_image, cond_text (centered; inflated when n_over_d
+    is near 1), erank_image, erank_text (centered), i2t_r1/r5, t2i_r1/r5 (ties are misses);
+    ``probe``: separability (image-vs-text probe, 5-fold); with labels: class_probe (probe
+    accuracy of the image embeddings on the labels, 5-fold); with labels and class_emb:
+    zero_shot.
     """
     x, y = _pair(image_emb, text_emb)
-    out = {"gap": modality_gap(x, y), "cross_cosine": cross_cosine(x, y),
+    out = {"n": float(x.shape[0]), "d": float(x.shape[1]),
+           "n_over_d": x.shape[0] / x.shape[1], "gap": modality_gap(x, y), "cross_cosine": cross_cosine(x, y),
            "cone_image": cone_cosine(x), "cone_text": cone_cosine(y),
            "alignment": alignment(x, y),
            "uniformity_image": uniformity(x), "uniformity_text": uniformity(y),
@@ -243,7 +274,7 @@ def summary(image_emb, text_emb, labels=None, class_emb=None, probe: bool = True
     if probe:
         out["separability"] = linear_separability(x, y)
         if labels is not None:
-            out["class_probe"] = linear_probe_accuracy(x, labels)
+            out["class_probe"] = linear_probe_accuracy(x, labels, folds=5)
     if labels is not None and class_emb is not None:
         out["zero_shot"] = zero_shot_accuracy(x, class_emb, labels)
     return out

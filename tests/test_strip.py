@@ -1,0 +1,169 @@
+"""The strip primitive (docs/design.md section 2.1), every backend against the reference strip.
+
+Each backend's strip_forward / strip_backward is called directly on awkward strips (n, m, d not
+multiples of any block, offsets, swapped rows and columns, strided inputs, every dtype) and
+compared with ``gapops.reference``'s strip evaluated in float64 on the same rounded inputs.
+"""
+import pytest
+import torch
+
+from gapops import _dispatch
+from gapops.reference import reference_strip_backward, reference_strip_forward
+from helpers import MAX_ROWS, TOL, backend_params, device_for, rel_err
+
+STRIP_BACKENDS = backend_params(include_reference=True)
+DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
+
+
+def acc_of(dtype):
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def make_strip(n, m, d, offset, dtype, seed, device, swap_rows=False, swap_cols=False,
+               normalize=True, strided=False, scale=20.0, aligned=0.5):
+    """Random strip arguments (in dtype) whose positives are correlated with their rows."""
+    g = torch.Generator().manual_seed(seed)
+    b = torch.randn(m, d, generator=g, dtype=torch.float64)
+    b_alt = torch.randn(m, d, generator=g, dtype=torch.float64)
+    a = aligned * b[offset:offset + n] + torch.randn(n, d, generator=g, dtype=torch.float64)
+    a_alt = aligned * b_alt[offset:offset + n] + torch.randn(n, d, generator=g, dtype=torch.float64)
+    a_swap = (torch.rand(n, generator=g) < 0.4) if swap_rows else None
+    b_swap = (torch.rand(m, generator=g) < 0.4) if swap_cols else None
+    feats = [t.to(dtype) for t in (a, a_alt, b, b_alt)]
+    if strided:  # every other column of a wider tensor, and a transposed copy
+        feats[0] = torch.cat([feats[0], feats[0]], 1)[:, ::2]
+        feats[2] = feats[2].T.contiguous().T
+    return dict(feats=feats, a_swap=a_swap, b_swap=b_swap, normalize=normalize,
+                scale=torch.tensor(scale, dtype=torch.float64), offset=offset, device=device)
+
+
+def strip_args(case, acc):
+    """Positional arguments of strip_forward for the backend (acc) or the oracle (float64)."""
+    dev = case["device"]
+    a, a_alt, b, b_alt = case["feats"]
+    a_swap, b_swap, off = case["a_swap"], case["b_swap"], case["offset"]
+    A = a.double() if a_swap is None else torch.where(a_swap[:, None], a_alt.double(), a.double())
+    B = b.double() if b_swap is None else torch.where(b_swap[:, None], b_alt.double(), b.double())
+    if case["normalize"]:
+        ra, rb = 1 / A.norm(dim=1).clamp_min(1e-12), 1 / B.norm(dim=1).clamp_min(1e-12)
+    else:
+        ra, rb = torch.ones(A.shape[0], dtype=torch.float64), torch.ones(B.shape[0], dtype=torch.float64)
+    cos = ra[:, None] * (A @ B.T) * rb[None, :]
+    n = A.shape[0]
+    a_pos = cos[torch.arange(n), torch.arange(n) + off]
+    b_pos = torch.zeros(B.shape[0], dtype=torch.float64)  # columns whose positive is elsewhere:
+    b_pos[off:off + n] = a_pos                              # any shift, here 0
+    # the backend gets the rounded inputs; the oracle the same values in float64
+    feats = [(t.double() if acc == torch.float64 else t).to(dev) for t in (a, a_alt, b, b_alt)]
+    to = dict(device=dev, dtype=acc)
+    mask = lambda m: None if m is None else m.to(dev)  # noqa: E731
+    return (feats[0], feats[1], mask(a_swap), feats[2], feats[3], mask(b_swap), ra.to(**to),
+            rb.to(**to), a_pos.to(**to), b_pos.to(**to), case["scale"].to(**to), off)
+
+
+def run_both(backend, case, dtype, g_seed=0):
+    fwd, bwd = _dispatch.strip_kernels(backend)
+    acc = acc_of(dtype)
+    got_args, want_args = strip_args(case, acc), strip_args(case, torch.float64)
+    want_args = tuple(t.cpu() if isinstance(t, torch.Tensor) else t for t in want_args)
+    got_f = fwd(*got_args)
+    want_f = reference_strip_forward(*want_args)
+    n, m = got_args[0].shape[0], got_args[3].shape[0]
+    g = torch.Generator().manual_seed(g_seed)
+    g_row, g_col = torch.rand(n, generator=g, dtype=torch.float64), torch.rand(m, generator=g, dtype=torch.float64)
+    dev = case["device"]
+    got_b = bwd(*got_args, want_f[0].to(dev, acc), want_f[1].to(dev, acc), g_row.to(dev, acc),
+                g_col.to(dev, acc), False)
+    want_b = reference_strip_backward(*want_args, *want_f, g_row, g_col)
+    return got_f, want_f, got_b, want_b, 1e-3 * float(g_row.sum() + g_col.sum())
+
+
+def assert_close(got, want, tol, what, scale_floor=0.0):
+    """Relative errors; grad_scale's is measured against max(|value|, scale_floor), since with
+    d = 1 every cosine is +-1 and the exact value vanishes, leaving the norms' rounding."""
+    for name, gv, wv in zip(what, got, want):
+        assert gv.dtype in (torch.float32, torch.float64), f"{name}: dtype {gv.dtype}"
+        finite = torch.isfinite(wv)
+        assert torch.equal(torch.isfinite(gv.cpu()), finite), f"{name}: finiteness differs"
+        g_, w_ = gv.cpu().double()[finite], wv[finite]
+        floor = scale_floor if name == "grad_scale" else 1e-7 * w_.numel() ** 0.5
+        err = float((g_ - w_).norm() / max(float(w_.norm()), floor))
+        assert err <= tol, f"{name}: relative error {err:.2e} > {tol:.0e}"
+
+
+STRIPS = [  # (n, m, d, offset)
+    (1, 1, 1, 0), (1, 5, 3, 4), (6, 6, 1, 0), (17, 40, 33, 9), (65, 65, 70, 0), (130, 257, 19, 127),
+]
+
+
+@pytest.mark.parametrize("backend", STRIP_BACKENDS)
+@pytest.mark.parametrize("n,m,d,offset", STRIPS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda t: str(t).replace("torch.", ""))
+def test_strip_matches_reference(backend, n, m, d, offset, dtype):
+    case = make_strip(n, m, d, offset, dtype, seed=n + 7 * m + d, device=device_for(backend))
+    fwd_tol, bwd_tol = TOL[dtype]
+    got_f, want_f, got_b, want_b, floor = run_both(backend, case, dtype)
+    assert_close(got_f, want_f, fwd_tol, ("row_lse", "col_lse"))
+    assert_close(got_b, want_b, bwd_tol, ("grad_a", "grad_b", "grad_scale"), floor)
+
+
+@pytest.mark.parametrize("backend", STRIP_BACKENDS)
+@pytest.mark.parametrize("swap_rows,swap_cols,normalize,strided", [
+    (True, False, True, False), (False, True, True, False), (True, True, False, False),
+    (True, True, True, True)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16],
+                         ids=lambda t: str(t).replace("torch.", ""))
+def test_strip_routing_norms_strides(backend, swap_rows, swap_cols, normalize, strided, dtype):
+    case = make_strip(37, 52, 21, 11, dtype, seed=5, device=device_for(backend), swap_rows=swap_rows,
+                      swap_cols=swap_cols, normalize=normalize, strided=strided, scale=7.0)
+    fwd_tol, bwd_tol = TOL[dtype]
+    got_f, want_f, got_b, want_b, floor = run_both(backend, case, dtype)
+    assert_close(got_f, want_f, fwd_tol, ("row_lse", "col_lse"))
+    assert_close(got_b, want_b, bwd_tol, ("grad_a", "grad_b", "grad_scale"), floor)
+
+
+@pytest.mark.parametrize("backend", STRIP_BACKENDS)
+def test_strip_dominant_positives_fp32(backend):
+    """logit_scale 100, positives far above the rest: statistics ~1e-4 stay accurate."""
+    case = make_strip(64, 64, 48, 0, torch.float32, seed=9, device=device_for(backend), scale=100.0,
+                      aligned=4.0)
+    got_f, want_f, got_b, want_b, floor = run_both(backend, case, torch.float32)
+    assert float(want_f[0].max()) < 0.1  # the regime under test
+    assert_close(got_f, want_f, 1e-4, ("row_lse", "col_lse"))
+    assert_close(got_b, want_b, 1e-4, ("grad_a", "grad_b", "grad_scale"), floor)
+
+
+@pytest.mark.parametrize("backend", STRIP_BACKENDS)
+def test_strip_large(backend):
+    n = min(MAX_ROWS[backend], 700)
+    case = make_strip(n, n + 3, 40, 2, torch.float32, seed=1, device=device_for(backend))
+    got_f, want_f, got_b, want_b, floor = run_both(backend, case, torch.float32)
+    assert_close(got_f, want_f, 1e-5, ("row_lse", "col_lse"))
+    assert_close(got_b, want_b, 1e-4, ("grad_a", "grad_b", "grad_scale"), floor)
+
+
+@pytest.mark.parametrize("backend", STRIP_BACKENDS)
+def test_strip_deterministic_mode_repeats_bits(backend):
+    case = make_strip(150, 150, 40, 0, torch.float32, seed=2, device=device_for(backend),
+                      swap_rows=True, swap_cols=True)
+    fwd, bwd = _dispatch.strip_kernels(backend)
+    args = strip_args(case, torch.float32)
+    stats = fwd(*args)
+    g = torch.full((150,), 0.5, device=case["device"])
+    first = bwd(*args, *stats, g, g, True)
+    again = bwd(*args, *stats, g, g, True)
+    for x, y in zip(first, again):
+        assert torch.equal(x, y)
+
+
+@pytest.mark.parametrize("backend", STRIP_BACKENDS)
+def test_strip_nan_propagates(backend):
+    case = make_strip(20, 20, 8, 0, torch.float32, seed=3, device=device_for(backend))
+    case["feats"][0][3, 2] = float("nan")
+    fwd, bwd = _dispatch.strip_kernels(backend)
+    args = strip_args(case, torch.float32)
+    row, col = fwd(*args)
+    assert torch.isnan(row[3]) and torch.isnan(col).all()
+    g = torch.full((20,), 0.5, device=case["device"])
+    ga, gb, gs = bwd(*args, row, col, g, g, False)
+    assert torch.isnan(gs) and torch.isnan(gb).all()
