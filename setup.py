@@ -96,7 +96,10 @@ def _cuda_archs():
 
 
 def extensions():
-    cxx = ["-O3", "-fopenmp-simd", f'-DGAPOPS_TORCH_VERSION="{torch.__version__}"']
+    # -fopenmp: at::parallel_for is header-inline and runs serially in a translation unit built
+    # without it (the CPU strip's work distribution needs a real parallel region; the extension
+    # then shares torch's own libgomp, already loaded under the same soname).
+    cxx = ["-O3", "-fopenmp", f'-DGAPOPS_TORCH_VERSION="{torch.__version__}"']
     cxx += _cpu_simd_flags()
     # csrc/testing: the test-only ops (torch.ops.gapops_testing), compiled into every build.
     sources = (["csrc/ops.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
@@ -106,7 +109,8 @@ def extensions():
         if _env_flag("GAPOPS_FORCE_CUDA_BUILD"):
             raise RuntimeError(f"GAPOPS_FORCE_CUDA_BUILD is set but CUDA cannot be built: {skip}")
         print(f"gapops: building the CPU kernels only: {skip}", file=sys.stderr)
-        return [CppExtension("gapops._C", sources, extra_compile_args={"cxx": cxx})]
+        return [CppExtension("gapops._C", sources, extra_compile_args={"cxx": cxx},
+                             extra_link_args=["-fopenmp"])]
     archs = _cuda_archs()
     print(f"gapops: building CPU + CUDA kernels (CUDA_HOME={CUDA_HOME}, archs {archs})",
           file=sys.stderr)
@@ -122,7 +126,8 @@ def extensions():
     cxx += ["-DGAPOPS_WITH_CUDA", f'-DGAPOPS_CUDA_ARCHS="{";".join(archs)}"']
     sources += sorted(glob.glob("csrc/cuda/*.cu"))
     return [CUDAExtension("gapops._C", sources, include_dirs=_nvidia_wheel_includes(),
-                          extra_compile_args={"cxx": cxx, "nvcc": nvcc})]
+                          extra_compile_args={"cxx": cxx, "nvcc": nvcc},
+                          extra_link_args=["-fopenmp"])]
 
 
 setup(

@@ -77,11 +77,12 @@ def parse_case(text):
 
 def triton_bwd_switch_known() -> bool:
     """Whether this gapops checkout reads GAPOPS_TRITON_BWD at all (else both shapes time alike)."""
-    for name in os.listdir(os.path.join(ROOT, "gapops")):
-        if name.endswith(".py"):
-            with open(os.path.join(ROOT, "gapops", name), errors="ignore") as f:
-                if "GAPOPS_TRITON_BWD" in f.read():
-                    return True
+    for folder, _, files in os.walk(os.path.join(ROOT, "gapops")):
+        for name in files:
+            if name.endswith(".py"):
+                with open(os.path.join(folder, name), errors="ignore") as f:
+                    if "GAPOPS_TRITON_BWD" in f.read():
+                        return True
     return False
 
 
@@ -309,7 +310,7 @@ def fmt_row(rec):
         return rec.get("status", "?")
     frac = f"{100 * rec['frac_of_mm']:.0f}% of mm" if rec.get("frac_of_mm") else "mm n/a"
     mem = f"{rec['extra_bytes'] / 2**30:.2f} GiB extra" if rec.get("extra_bytes") is not None else ""
-    return (f"{rec['ms']:9.2f} ms  {rec['tflops']:7.1f} TFLOP/s  {frac}  first call "
+    return (f"{rec['ms']:9.2f} ms  {rec['tflops']:7.3g} TFLOP/s  {frac}  first call "
             f"{rec['first_call_s']:.1f} s  {mem}")
 
 
@@ -440,8 +441,10 @@ def read_jsonl(path):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--jsonl", required=True, help="JSON lines are appended here")
-    p.add_argument("--cases", default=None, help="comma list of NxDxDTYPE")
-    p.add_argument("--methods", default=None, help="comma list (default: QUICK or --full set)")
+    p.add_argument("--cases", default=os.environ.get("GAPOPS_BENCH_CASES"),
+                   help="comma list of NxDxDTYPE (env GAPOPS_BENCH_CASES)")
+    p.add_argument("--methods", default=os.environ.get("GAPOPS_BENCH_METHODS"),
+                   help="comma list (default: the QUICK or --full set; env GAPOPS_BENCH_METHODS)")
     p.add_argument("--full", action="store_true", help="the long grid and every method")
     p.add_argument("--dry-run", action="store_true",
                    help="CPU, tiny sizes, Triton interpreted (TRITON_INTERPRET=1): checks the plumbing")

@@ -9,14 +9,16 @@ Each variant runs in its own child process (the switch is set before gapops is i
 variants in parallel. Per case (N, d, dtype) the child draws fresh random inputs, rounds them to the
 dtype, runs gapops.contrastive_loss forward + backward and compares the loss and the three
 gradients (both feature matrices, the logit scale) with gapops.reference.reference_contrastive_loss
-evaluated in float64 on the same rounded inputs: relative error ||got - want|| / ||want||, NaN and
-Inf fail. Then deterministic=True twice: as accurate, and bit-identical run to run.
+evaluated in float64 on the same rounded inputs (above N = 4096: a chunked float64 oracle of the
+same function, self-checked against it at start, since the autograd reference would hold ~60 GB):
+relative error ||got - want|| / ||want||, NaN and Inf fail. Then deterministic=True twice: as accurate, and bit-identical run to run.
 
 The cases cover N = 1, an odd N (1001, with odd d = 97), N = 4096 and N = 32768 (the benchmark's
 shapes, d = 768 bf16 and d = 512 fp32/TF32, so that the Triton kernels compiled here are reused by
-the benchmark from Triton's cache). The first call at N = 4096 of each dtype is the one that
-autotunes (gapops tunes on the first strip of >= 2^24 logits): it is checked like any other, so a
-tuner that leaves partial results in the outputs fails here. One JSON line per check; exit status
+the benchmark from Triton's cache). At N = 4096 and N = 32768 the first call of each dtype is one
+that autotunes (gapops tunes strips of >= 2^24 logits, keyed on d, dtypes and an N bucket): it is
+checked like any other (flagged first_tuned_call), so a tuner that leaves partial results in the
+outputs fails here. One JSON line per check; exit status
 1 if any check fails.
 """
 from __future__ import annotations
@@ -77,6 +79,72 @@ def _rel(got, want):
     return num / den if den > 1e-30 else num
 
 
+def chunked_oracle(x, y, s, chunk=4096):
+    """(loss, d x, d y, d s) of the mean loss in float64 without the N x N logits in memory.
+
+    Same function as gapops.reference.reference_contrastive_loss (normalize, s * a @ b.T, the
+    mean of the two cross-entropies; checked against it at N <= 4096 by self_check()), in row blocks
+    of ``chunk``: pass 1 the row and column log-sum-exps, pass 2 G = (P_row + P_col) / 2N - I / N
+    and the three gradients, then autograd through the normalization. O(N chunk) memory, where the
+    autograd reference needs several N^2 float64 arrays (~60 GB at N = 32768).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    xs = x.detach().double().requires_grad_()
+    ys = y.detach().double().requires_grad_()
+    sv = s.detach().double().reshape(())
+    a, b = F.normalize(xs, dim=1, eps=1e-12), F.normalize(ys, dim=1, eps=1e-12)
+    A, B = a.detach(), b.detach()
+    n = A.shape[0]
+    with torch.no_grad():
+        row = torch.empty(n, dtype=torch.float64, device=A.device)
+        col = torch.full((n,), float("-inf"), dtype=torch.float64, device=A.device)
+        for i in range(0, n, chunk):
+            L = sv * (A[i:i + chunk] @ B.T)
+            row[i:i + chunk] = torch.logsumexp(L, dim=1)
+            col = torch.logaddexp(col, torch.logsumexp(L, dim=0))
+        diag = sv * (A * B).sum(1)
+        loss = 0.5 * ((row - diag) + (col - diag)).mean()
+        dA, dB = torch.zeros_like(A), torch.zeros_like(B)
+        ds = torch.zeros((), dtype=torch.float64, device=A.device)
+        for i in range(0, n, chunk):
+            K = A[i:i + chunk] @ B.T
+            L = sv * K
+            G = (torch.exp(L - row[i:i + chunk, None]) + torch.exp(L - col[None, :])) / (2 * n)
+            idx = torch.arange(i, min(i + chunk, n), device=A.device)
+            G[idx - i, idx] -= 1.0 / n
+            dA[i:i + chunk] = sv * (G @ B)
+            dB += sv * (G.T @ A[i:i + chunk])
+            ds += (G * K).sum()
+            del K, L, G
+    gx, gy = torch.autograd.grad((a, b), (xs, ys), (dA, dB))
+    return [loss, gx, gy, ds]
+
+
+_SELF_CHECKED = set()
+
+
+def self_check(device):
+    """The chunked oracle against gapops.reference in float64 (once per process and device)."""
+    if device in _SELF_CHECKED:
+        return
+    import torch
+    from gapops.reference import reference_contrastive_loss
+    g = torch.Generator(device=device).manual_seed(12345)
+    for n, d, chunk in ((1, 5, 4096), (301, 37, 64), (64, 16, 7)):
+        x = torch.randn(n, d, device=device, dtype=torch.float64, generator=g)
+        y = 0.5 * x + torch.randn(n, d, device=device, dtype=torch.float64, generator=g)
+        s = torch.tensor(14.3, device=device, dtype=torch.float64)
+        want = _loss_and_grads(reference_contrastive_loss, x, y, s)
+        got = chunked_oracle(x, y, s, chunk=chunk)
+        errs = [_rel(a, b) for a, b in zip(got, want)]
+        if not all(e <= 1e-10 for e in errs):
+            raise AssertionError(f"chunked float64 oracle disagrees with gapops.reference at n={n}, "
+                                 f"d={d}: {errs}")
+    _SELF_CHECKED.add(device)
+
+
 def check_case(backend, device, n, d, dtype_name, det_too, seed):
     """Yields one record per mode (default, deterministic)."""
     import torch
@@ -93,7 +161,11 @@ def check_case(backend, device, n, d, dtype_name, det_too, seed):
     s = torch.tensor(14.3, device=device, dtype=torch.float64)
     xq, yq = x.to(dt), y.to(dt)
     sq = s.to(torch.float64 if dt == torch.float64 else torch.float32)
-    want = _loss_and_grads(reference_contrastive_loss, xq.double(), yq.double(), s)
+    if n <= 4096:
+        want = _loss_and_grads(reference_contrastive_loss, xq.double(), yq.double(), s)
+    else:  # the autograd reference would hold several N x N float64 arrays
+        self_check(device)
+        want = chunked_oracle(xq, yq, s)
     want = [w.double() for w in want]
     if device == "cuda":
         torch.cuda.empty_cache()
@@ -137,6 +209,8 @@ def child_main(args):
         print(f"[{args.child}] backend unavailable: {why}", flush=True)
         return 1
     cases = DRY_CASES if args.dry_run else GPU_CASES
+    self_check(device)  # the chunked oracle used above N = 4096, against gapops.reference
+    print(f"[{args.child}] chunked float64 oracle agrees with gapops.reference", flush=True)
     first_seen = set()
     failed = 0
     seed = 0
@@ -147,10 +221,9 @@ def child_main(args):
             if dtype_name == "tf32" and device == "cpu":
                 continue
             seed += 1
-            # the first call of a (d, dtype) key at >= 2^24 logits is the one that autotunes
-            first = n * n >= 1 << 24 and (d, dtype_name) not in first_seen
-            if n * n >= 1 << 24:
-                first_seen.add((d, dtype_name))
+            # gapops autotunes the first call of a (d, dtypes, N bucket) key at >= 2^24 logits
+            first = n * n >= 1 << 24 and (n, d, dtype_name) not in first_seen
+            first_seen.add((n, d, dtype_name))
             try:
                 for rec in check_case(backend, device, n, d, dtype_name, det_too, seed):
                     rec.update(base, first_tuned_call=first and not rec["deterministic"])

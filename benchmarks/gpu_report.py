@@ -19,9 +19,8 @@ import argparse
 import datetime
 import json
 import os
-import re
 import sys
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 
 
 def _read_json(path, default=None):
@@ -48,6 +47,11 @@ def _read_jsonl(path):
 
 def _gib(b):
     return f"{b / 2**30:.2f}" if isinstance(b, (int, float)) else "-"
+
+
+def _rate(v):
+    """TFLOP/s: whole numbers on a GPU, three digits for the dry run's tiny CPU rates."""
+    return f"{v:.0f}" if v >= 10 else f"{v:.3g}"
 
 
 def _num(v, fmt):
@@ -113,7 +117,7 @@ def memcheck_section(text):
     return ["```", *keep[-40:], "```", ""] if keep else []
 
 
-def bench_section(rows, env):
+def bench_section(rows):
     if not rows:
         return []
     final = OrderedDict()
@@ -123,7 +127,10 @@ def bench_section(rows, env):
              "steps after a first call (compiles, autotuning; its time is shown). TFLOP/s count "
              "8·N²·d per step for every method; 'of mm' divides by torch.mm [N, d] @ [d, N] in the "
              "same dtype, measured in the same process. Peak = torch.cuda.max_memory_allocated "
-             "over one step; extra = above the inputs. tf32 = fp32 inputs with TF32 products.", ""]
+             "over one step; extra = above the inputs. tf32 = fp32 inputs with TF32 products. "
+             "naive = gapops.reference.reference_contrastive_loss (N x N logits in fp32 whatever "
+             "the input dtype), naive_compile = torch.compile of it; open_clip = ClipLoss (logits "
+             "in the input dtype).", ""]
     if any(r.get("note") for r in rows):
         lines += [f"Note: {n}" for n in sorted({r['note'] for r in rows if r.get('note')})] + [""]
     cases = OrderedDict()
@@ -131,7 +138,7 @@ def bench_section(rows, env):
         cases.setdefault((dt, d, n), []).append(r)
     for (dt, d, n), rs in cases.items():
         mm = next((r["mm_tflops"] for r in rs if r.get("mm_tflops")), None)
-        lines += [f"#### N = {n}, d = {d}, {dt}" + (f" (dense mm: {mm:.0f} TFLOP/s)" if mm else ""),
+        lines += [f"#### N = {n}, d = {d}, {dt}" + (f" (dense mm: {_rate(mm)} TFLOP/s)" if mm else ""),
                   "", "| method | time (ms) | TFLOP/s | of mm | first call (s) | peak (GiB) | "
                   "extra (GiB) | status |",
                   "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
@@ -141,7 +148,7 @@ def bench_section(rows, env):
                 st = "did not finish (killed or crashed)"
             if st == "ok":
                 frac = f"{100 * r['frac_of_mm']:.0f}%" if r.get("frac_of_mm") else "-"
-                lines.append(f"| {r['method']} | {r['ms']:.2f} | {r['tflops']:.0f} | {frac} | "
+                lines.append(f"| {r['method']} | {r['ms']:.2f} | {_rate(r['tflops'])} | {frac} | "
                              f"{_num(r.get('first_call_s'), '.1f')} | {_gib(r.get('peak_bytes'))} | "
                              f"{_gib(r.get('extra_bytes'))} | ok |")
             else:
@@ -196,7 +203,7 @@ def build(work, mode_hint=None):
     if mem:
         md += ["### compute-sanitizer", ""] + mem
     if bench:
-        md += ["### Forward + backward", ""] + bench_section(bench, env)
+        md += ["### Forward + backward", ""] + bench_section(bench)
     mbs = max_batch_section(mb)
     if mbs:
         md += ["### Largest batch", ""] + mbs

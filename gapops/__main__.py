@@ -76,7 +76,7 @@ def demo(n: int, d: int, device: str, repeats: int) -> int:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gapops")
-    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub = parser.add_subparsers(dest="cmd")
     sub.add_parser("info", help="versions, backends and how the extension was built")
     p = sub.add_parser("demo", help="every available backend against the reference, with times")
     p.add_argument("--n", type=int, default=2048)
@@ -84,6 +84,11 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
+    if args.cmd is None:
+        parser.print_help()
+        print("\nstudies: python -m gapops.studies --help; your embeddings: "
+              "python -m gapops.metrics --help")
+        return 0
     if args.cmd == "info":
         info()
         return 0

@@ -16,8 +16,8 @@ from ._dtypes import accumulation_dtype
 
 EPS = 1e-12  # as F.normalize
 # Elements per chunk of rows: bounds the temporaries (rows cast to float64) at 8 MiB on the CPU
-# and 64 MiB on a GPU, where fewer, larger chunks save kernel launches.
-_CHUNK_ELEMENTS = {"cpu": 1 << 20, "cuda": 1 << 23}
+# and 32 MiB on a GPU, where fewer, larger chunks save kernel launches.
+_CHUNK_ELEMENTS = {"cpu": 1 << 20, "cuda": 1 << 22}
 
 
 def _row_chunks(n: int, d: int, device: torch.device):
@@ -60,15 +60,15 @@ def pair_cosines(x: Tensor, y: Tensor, inv_x: Tensor, inv_y: Tensor) -> Tensor:
 
 
 def exchange_rows_(u: Tensor, v: Tensor, mask: Optional[Tensor]) -> None:
-    """Swaps rows u[i] <-> v[i] in place where mask[i] (a temporary of the swapped rows only)."""
+    """Swaps rows u[i] <-> v[i] in place where mask[i] (chunked temporaries of swapped rows)."""
     if mask is None:
         return
     idx = mask.nonzero().squeeze(1)
-    if idx.numel() == 0:
-        return
-    u_rows = u.index_select(0, idx)
-    u.index_copy_(0, idx, v.index_select(0, idx))
-    v.index_copy_(0, idx, u_rows)
+    for part in _row_chunks(idx.numel(), u.shape[1], u.device):
+        rows = idx[part]
+        u_rows = u.index_select(0, rows)
+        u.index_copy_(0, rows, v.index_select(0, rows))
+        v.index_copy_(0, rows, u_rows)
 
 
 def project_normalization_(grad: Tensor, t: Tensor, inv: Tensor) -> None:

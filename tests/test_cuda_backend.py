@@ -1,10 +1,11 @@
-"""backend='cuda' (csrc/cuda/strip.cu) against the float64 oracle gapops.reference.
+"""backend='cuda' (csrc/cuda/strip.cu): what tests/test_strip.py does not already check.
 
-Everything here needs a CUDA device and an extension built with nvcc: without them every test
-skips. The strip ops are checked directly (torch.ops.gapops.strip_forward / strip_backward on
-awkward shapes: n = 1, d = 1, sizes off the 64-wide tiles, offset > 0, non-contiguous inputs) and
-through the public loss with its three gradients; deterministic=True must give the same bits
-run to run.
+tests/test_strip.py runs the cuda strip against the reference strip on its awkward shapes; this
+file adds the CUDA-specific parts: the G strip in several chunks and column groups (forced by
+GAPOPS_CUDA_SCRATCH_MB), fp16 with tiny gradient weights (the power-of-two scaling of H), the
+TF32 path, bit-identical repeats, CUDA-graph capture (scale read on the device, no host sync),
+int64 indexing past 2^31 elements, and the public loss end to end. Everything needs a CUDA device
+and an extension built with nvcc: without them every test skips.
 """
 import pytest
 import torch
@@ -12,6 +13,8 @@ import torch
 import gapops
 from gapops.reference import (reference_contrastive_loss, reference_strip_backward,
                               reference_strip_forward)
+from helpers import TOL, loss_and_grads, oracle, rel_err
+from test_strip import acc_of, assert_close, make_strip, strip_args
 
 
 def _cuda_status():
@@ -25,237 +28,268 @@ _WHY = _cuda_status()
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(_WHY is not None, reason=f"cuda backend: {_WHY}")]
 
 DEV = "cuda"
-DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
-# (n, m, d, offset): rows, columns, features, positive of row i at column i + offset
-SHAPES = [
-    (1, 1, 1, 0),
-    (1, 5, 3, 4),
-    (5, 7, 1, 2),
-    (3, 3, 100, 0),
-    (63, 63, 17, 0),
-    (64, 64, 64, 0),
-    (65, 130, 33, 65),
-    (129, 200, 100, 3),
-    (300, 300, 257, 0),
-    (100, 1000, 8, 900),
-    (700, 700, 40, 0),  # many row and column tiles
-]
-# relative tolerance (norm of error / norm of value) of the forward statistics and the gradients
-TOL = {
-    torch.float64: (1e-12, 1e-10),
-    torch.float32: (2e-6, 1e-4),  # the CPU backend reaches 1.2e-5 on these shapes
-    torch.bfloat16: (2e-5, 2e-2),  # exact 16-bit products, fp32 sums; G in TF32, outputs in bf16
-    torch.float16: (2e-5, 5e-3),
-}
-# the public loss normalizes in the input dtype, so 16-bit inputs lose more before the strip
-LOSS_TOL = {
-    torch.float64: (1e-10, 1e-9),
-    torch.float32: (1e-5, 1e-4),
-    torch.bfloat16: (1e-2, 2e-2),
-    torch.float16: (1e-2, 2e-2),
-}
+OPS = torch.ops.gapops
+TF32_TOL = (5e-3, 3e-2)  # fp32 inputs rounded to 10-bit TF32 operands (as in the emulation)
 
 
 @pytest.fixture(autouse=True)
-def _no_tf32():
+def _exact_fp32():
     old = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 strips take the exact SIMT path
     yield
     torch.backends.cuda.matmul.allow_tf32 = old
 
 
-def rel_err(got, want, floor=1e-30):
-    got, want = got.detach().double().cpu(), want.detach().double().cpu()
-    return float((got - want).norm() / want.norm().clamp_min(floor)) if want.numel() else 0.0
-
-
-def strip_inputs(n, m, d, dtype, seed, contiguous=True):
-    g = torch.Generator().manual_seed(seed)
-    a = torch.nn.functional.normalize(torch.randn(n, d, generator=g, dtype=torch.float64), dim=1)
-    b = torch.nn.functional.normalize(torch.randn(m, d, generator=g, dtype=torch.float64), dim=1)
-    b[:n] += 0.5 * a  # correlated positives (offset handled below by rolling)
-    s = torch.tensor(float(torch.empty(()).uniform_(5, 50, generator=g)), dtype=torch.float64)
-    g_row = torch.rand(n, generator=g, dtype=torch.float64) / n
-    g_col = torch.rand(m, generator=g, dtype=torch.float64) / m
-    a, b = a.to(DEV, dtype), b.to(DEV, dtype)
-    if not contiguous:  # same values, strided storage
-        a = torch.cat([a, a], dim=1)[:, ::2] if d > 1 else a.t().contiguous().t()
-        b = b.t().contiguous().t()
-    return a, b, s, g_row, g_col
-
-
-def acc_of(dtype):
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def oracle_forward(a, b, s, offset):
-    return reference_strip_forward(a.double(), b.double(), s.to(DEV, torch.float64), offset)
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "n{}_m{}_d{}_o{}".format(*s))
-def test_strip_forward(shape, dtype):
-    n, m, d, offset = shape
-    a, b, s, _, _ = strip_inputs(n, m, d, dtype, seed=n + m + d)
+def run_cuda(case, dtype, g_scale=1.0, deterministic=False):
+    """Forward and backward of the cuda strip and of the float64 oracle on the same inputs
+    (backward with the oracle's statistics), as tests/test_strip.py's run_both."""
     acc = acc_of(dtype)
-    row, col, pos = torch.ops.gapops.strip_forward(a, b, s.to(DEV, acc), offset)
-    assert row.dtype == col.dtype == pos.dtype == acc
-    assert row.shape == (n,) and col.shape == (m,) and pos.shape == (n,)
-    w_row, w_col, w_pos = oracle_forward(a, b, s, offset)
-    tol = TOL[dtype][0]
-    assert rel_err(row, w_row) < tol
-    assert rel_err(col, w_col) < tol
-    assert rel_err(pos, w_pos) < max(tol, 1e-6 if dtype != torch.float64 else tol)
+    got_args = strip_args(case, acc)
+    want_args = tuple(t.cpu() if isinstance(t, torch.Tensor) else t
+                      for t in strip_args(case, torch.float64))
+    got_f = OPS.strip_forward(*got_args)
+    want_f = reference_strip_forward(*want_args)
+    n, m = got_args[0].shape[0], got_args[3].shape[0]
+    g = torch.Generator().manual_seed(0)
+    g_row = g_scale * torch.rand(n, generator=g, dtype=torch.float64)
+    g_col = g_scale * torch.rand(m, generator=g, dtype=torch.float64)
+    got_b = OPS.strip_backward(*got_args, want_f[0].to(DEV, acc), want_f[1].to(DEV, acc),
+                               g_row.to(DEV, acc), g_col.to(DEV, acc), deterministic)
+    want_b = reference_strip_backward(*want_args, *want_f, g_row, g_col)
+    return got_f, want_f, got_b, want_b, 1e-3 * float(g_row.sum() + g_col.sum())
 
 
-@pytest.mark.parametrize("deterministic", [False, True], ids=["atomic", "deterministic"])
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "n{}_m{}_d{}_o{}".format(*s))
-def test_strip_backward(shape, dtype, deterministic):
-    n, m, d, offset = shape
-    a, b, s, g_row, g_col = strip_inputs(n, m, d, dtype, seed=7 * n + m + d)
-    acc = acc_of(dtype)
-    w_row, w_col, _ = oracle_forward(a, b, s, offset)
-    args = (s.to(DEV, acc), offset, w_row.to(acc), w_col.to(acc), g_row.to(DEV, acc),
-            g_col.to(DEV, acc))
-    dA, dB, ds = torch.ops.gapops.strip_backward(a, b, *args, deterministic)
-    assert dA.dtype == a.dtype and dB.dtype == b.dtype and ds.dtype == acc and ds.dim() == 0
-    assert dA.shape == a.shape and dB.shape == b.shape
-    wA, wB, wds = reference_strip_backward(a.double(), b.double(), s.to(DEV, torch.float64), offset,
-                                           w_row, w_col, g_row.to(DEV), g_col.to(DEV))
-    tol = TOL[dtype][1]
-    # gradients that nearly cancel (G_ii = g (p_ii - 1), p_ii ~ 1) are compared against the size
-    # of their terms, s * sum(g), as fp32 cannot resolve them better (the CPU backend neither)
-    floor = 0.1 * float(s) * float(g_row.sum() + g_col.sum())
-    assert rel_err(dA, wA, floor) < tol
-    assert rel_err(dB, wB, floor) < tol
-    assert abs(float(ds) - float(wds)) <= tol * max(1.0, float(g_row.sum() + g_col.sum()))
+def check(case, dtype, tol=None, **kw):
+    fwd_tol, bwd_tol = tol or TOL[dtype]
+    got_f, want_f, got_b, want_b, floor = run_cuda(case, dtype, **kw)
+    assert_close(got_f, want_f, fwd_tol, ("row_lse", "col_lse"))
+    assert_close(got_b, want_b, bwd_tol, ("grad_a", "grad_b", "grad_scale"), floor)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_strip_non_contiguous(dtype):
-    n, m, d, offset = 70, 90, 33, 10
-    a, b, s, g_row, g_col = strip_inputs(n, m, d, dtype, seed=5, contiguous=False)
-    assert not a.is_contiguous() and not b.is_contiguous()
-    acc = acc_of(dtype)
-    got = torch.ops.gapops.strip_forward(a, b, s.to(DEV, acc), offset)
-    want = torch.ops.gapops.strip_forward(a.contiguous(), b.contiguous(), s.to(DEV, acc), offset)
-    for x, y in zip(got, want):
-        assert torch.equal(x, y)
-    bw = lambda a_, b_: torch.ops.gapops.strip_backward(  # noqa: E731
-        a_, b_, s.to(DEV, acc), offset, got[0], got[1], g_row.to(DEV, acc), g_col.to(DEV, acc), True)
-    for x, y in zip(bw(a, b), bw(a.contiguous(), b.contiguous())):
-        assert torch.equal(x, y)
+# ------------------------------------------------------------------ the G strip in pieces
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16],
+                         ids=str)
+@pytest.mark.parametrize("swap", [False, True], ids=["plain", "swapped"])
+def test_g_strip_chunks_and_column_groups(monkeypatch, dtype, swap):
+    """A 1 MiB budget: 64-row G-strip chunks (plus a short last one), several column groups and,
+    for column-routed strips, several grad_a partials; 3 forward blocks loop over 6 row blocks."""
+    monkeypatch.setenv("GAPOPS_CUDA_SCRATCH_MB", "1")
+    case = make_strip(333, 40000, 72, 3000, dtype, seed=21, device=DEV, swap_rows=swap,
+                      swap_cols=swap, strided=swap)
+    check(case, dtype)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_strip_backward_deterministic_bits(dtype):
-    n, m, d, offset = 333, 520, 96, 100
-    a, b, s, g_row, g_col = strip_inputs(n, m, d, dtype, seed=11)
-    acc = acc_of(dtype)
-    row, col, _ = torch.ops.gapops.strip_forward(a, b, s.to(DEV, acc), offset)
-    args = (s.to(DEV, acc), offset, row, col, g_row.to(DEV, acc), g_col.to(DEV, acc))
-    first = torch.ops.gapops.strip_backward(a, b, *args, True)
-    for _ in range(3):
-        again = torch.ops.gapops.strip_backward(a, b, *args, True)
-        for x, y in zip(first, again):
-            assert torch.equal(x, y)
-    # forward is deterministic by construction too (fixed-order merges, no atomics)
-    f1 = torch.ops.gapops.strip_forward(a, b, s.to(DEV, acc), offset)
-    f2 = torch.ops.gapops.strip_forward(a, b, s.to(DEV, acc), offset)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+def test_budget_does_not_change_the_result_beyond_rounding(monkeypatch, dtype):
+    case = make_strip(300, 300, 64, 0, dtype, seed=22, device=DEV)
+    args = strip_args(case, acc_of(dtype))
+    stats = OPS.strip_forward(*args)
+    g = torch.full((300,), 1 / 300, device=DEV, dtype=acc_of(dtype))
+    whole = OPS.strip_backward(*args, *stats, g, g, True)
+    monkeypatch.setenv("GAPOPS_CUDA_SCRATCH_MB", "1")
+    pieces = OPS.strip_backward(*args, *stats, g, g, True)
+    for x, y in zip(whole, pieces):
+        assert rel_err(x, y) < (1e-6 if dtype == torch.float32 else 1e-2)
+
+
+# ------------------------------------------------------------------ fp16 and the scaled H
+@pytest.mark.parametrize("swap_cols", [False, True])
+def test_fp16_tiny_gradient_weights(swap_cols):
+    """g ~ 1e-9: s rho sigma G is far below fp16's smallest subnormal (6e-8); H is stored times
+    2^k, so the gradients keep fp16 precision instead of vanishing."""
+    case = make_strip(70, 90, 24, 10, torch.float16, seed=4, device=DEV, swap_cols=swap_cols)
+    _, _, got_b, want_b, _ = run_cuda(case, torch.float16, g_scale=1e-9)
+    for gv, wv in zip(got_b[:2], want_b[:2]):
+        assert float((gv.cpu().double() - wv).norm() / wv.norm()) < TOL[torch.float16][1]
+
+
+def test_fp32_tf32_path():
+    torch.backends.cuda.matmul.allow_tf32 = True  # restored by the fixture
+    case = make_strip(200, 260, 130, 30, torch.float32, seed=13, device=DEV, swap_rows=True)
+    check(case, torch.float32, tol=TF32_TOL)
+
+
+# ------------------------------------------------------------------ determinism, capture
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("swap", [False, True], ids=["plain", "swapped"])
+def test_repeats_are_bit_identical(monkeypatch, dtype, swap):
+    monkeypatch.setenv("GAPOPS_CUDA_SCRATCH_MB", "2")
+    case = make_strip(333, 520, 96, 100, dtype, seed=11, device=DEV, swap_rows=swap, swap_cols=swap)
+    args = strip_args(case, acc_of(dtype))
+    f1, f2 = OPS.strip_forward(*args), OPS.strip_forward(*args)
     for x, y in zip(f1, f2):
         assert torch.equal(x, y)
-    # and the atomic mode agrees with it to rounding
-    loose = torch.ops.gapops.strip_backward(a, b, *args, False)
-    for x, y in zip(first, loose):
-        assert rel_err(x, y) < (1e-12 if dtype == torch.float64 else 1e-2)
-    assert torch.equal(first[0], loose[0])  # dA is owned by one block in both modes
+    g_row = torch.rand(333, device=DEV, dtype=acc_of(dtype))
+    g_col = torch.rand(520, device=DEV, dtype=acc_of(dtype))
+    first = OPS.strip_backward(*args, *f1, g_row, g_col, True)
+    for _ in range(3):
+        for x, y in zip(first, OPS.strip_backward(*args, *f1, g_row, g_col, False)):
+            assert torch.equal(x, y)  # the G strip is deterministic in both modes
 
 
-def test_strip_fp32_tf32_path():
-    n, m, d, offset = 200, 260, 130, 30
-    a, b, s, g_row, g_col = strip_inputs(n, m, d, torch.float32, seed=13)
-    torch.backends.cuda.matmul.allow_tf32 = True
-    try:
-        row, col, pos = torch.ops.gapops.strip_forward(a, b, s.to(DEV, torch.float32), offset)
-        w_row, w_col, w_pos = oracle_forward(a, b, s, offset)
-        assert rel_err(row, w_row) < 1e-3 and rel_err(col, w_col) < 1e-3
-        dA, dB, ds = torch.ops.gapops.strip_backward(a, b, s.to(DEV, torch.float32), offset, w_row.float(),
-                                                     w_col.float(), g_row.to(DEV).float(),
-                                                     g_col.to(DEV).float(), False)
-        wA, wB, _ = reference_strip_backward(a.double(), b.double(), s.to(DEV), offset, w_row, w_col,
-                                             g_row.to(DEV), g_col.to(DEV))
-        assert rel_err(dA, wA) < 2e-2 and rel_err(dB, wB) < 2e-2
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = False
+def test_strided_features_forward_bits():
+    """Strided features are read in place: the forward sees the same values in the same order."""
+    case = make_strip(70, 90, 33, 10, torch.bfloat16, seed=5, device=DEV, strided=True)
+    args = strip_args(case, torch.float32)
+    dense = tuple(t.contiguous() if isinstance(t, torch.Tensor) else t for t in args)
+    assert not args[0].is_contiguous() and not args[3].is_contiguous()
+    for x, y in zip(OPS.strip_forward(*args), OPS.strip_forward(*dense)):
+        assert torch.equal(x, y)
 
 
-def test_strip_scale_is_read_on_device():
-    a, b, s, _, _ = strip_inputs(40, 40, 16, torch.float32, seed=17)
-    s_dev = s.to(DEV, torch.float32)
-    # a CUDA graph capture fails on any host sync such as .item()
-    torch.ops.gapops.strip_forward(a, b, s_dev, 0)  # warm-up (allocations, module load)
+@pytest.mark.parametrize("swap", [False, True], ids=["plain", "swapped"])
+def test_cuda_graph_capture(swap):
+    """Forward and backward capture into a CUDA graph: no host sync (scale and the fp16 power of
+    two stay on the device) and replays give the eager result."""
+    case = make_strip(100, 130, 32, 20, torch.float16, seed=17, device=DEV, swap_rows=swap,
+                      swap_cols=swap)
+    args = strip_args(case, torch.float32)
+    g = torch.full((100,), 0.01, device=DEV)
+    gc = torch.full((130,), 0.01, device=DEV)
+    eager_f = OPS.strip_forward(*args)
+    eager_b = OPS.strip_backward(*args, *eager_f, g, gc, True)  # also the warm-up
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        out = torch.ops.gapops.strip_forward(a, b, s_dev, 0)
+        out_f = OPS.strip_forward(*args)
+        out_b = OPS.strip_backward(*args, *out_f, g, gc, True)
     graph.replay()
     torch.cuda.synchronize()
-    want = oracle_forward(a, b, s, 0)
-    assert rel_err(out[0], want[0]) < 1e-5
+    for x, y in zip((*eager_f, *eager_b), (*out_f, *out_b)):
+        assert torch.equal(x, y)
 
 
-# ------------------------------------------------------------------------ the public loss
-def loss_and_grads(fn, x, y, s, dtype, **kw):
-    xs = x.detach().to(dtype).requires_grad_()
-    ys = y.detach().to(dtype).requires_grad_()
-    ss = s.detach().to(acc_of(dtype)).requires_grad_()
-    loss = fn(xs, ys, ss, **kw)
-    dx, dy, ds = torch.autograd.grad(loss, (xs, ys, ss))
-    return loss.detach().double(), dx.double(), dy.double(), ds.double()
+# ------------------------------------------------------------------ int64 indexing
+def _spot_oracle(args, rows, cols, row_lse, col_lse, g_row, g_col, block=1 << 14):
+    """float64 row_lse / grad_a of the strip rows `rows` and col_lse / grad_b of the columns
+    `cols`, plus grad_scale, from the given statistics, in blocks (no n x m tile)."""
+    a, a_alt, a_swap, b, b_alt, b_swap, ra, rb, a_pos, b_pos, s, off = args
+    f64 = torch.float64
+    A = a if a_swap is None else torch.where(a_swap[:, None], a_alt, a)
+    B = b if b_swap is None else torch.where(b_swap[:, None], b_alt, b)
+    n, m = A.shape[0], B.shape[0]
+    s, ra, rb, a_pos, b_pos = (t.to(f64) for t in (s, ra, rb, a_pos, b_pos))
+    rl, cl, gr, gc = (t.to(f64) for t in (row_lse, col_lse, g_row, g_col))
+
+    def weights(i, j):  # G-derived pieces of the sub-tile rows i x columns j
+        cos = ra[i, None] * (A[i].to(f64) @ B[j].to(f64).T) * rb[None, j]
+        pos = (i[:, None] + off) == j[None, :]
+        dr, dc = cos - a_pos[i, None], cos - b_pos[None, j]
+        P = torch.exp(s * dr - rl[i, None]).masked_fill(pos, 0)
+        Q = torch.exp(s * dc - cl[None, j]).masked_fill(pos, 0)
+        expm = gr[i, None] * torch.expm1(-rl[i, None]) + gc[None, j] * torch.expm1(-cl[None, j])
+        G = torch.where(pos, expm, gr[i, None] * P + gc[None, j] * Q)
+        H = s * ra[i, None] * G * rb[None, j]
+        return dr, dc, P, Q, H, pos
+
+    want = {"row_lse": [], "grad_a": [], "col_lse": [], "grad_b": []}
+    dev = A.device
+    for i in rows:
+        i = torch.tensor([i], device=dev)
+        terms, ga = [], 0
+        for j0 in range(0, m, block):
+            j = torch.arange(j0, min(m, j0 + block), device=dev)
+            dr, _, _, _, H, pos = weights(i, j)
+            terms.append((s * dr).masked_fill(pos, float("-inf")))
+            ga = ga + H @ B[j].to(f64)
+        t = torch.cat(terms, 1)
+        want["row_lse"].append(torch.logaddexp(torch.zeros(1, dtype=f64, device=dev),
+                                               torch.logsumexp(t, 1)))
+        want["grad_a"].append(ga)
+    for j in cols:
+        j = torch.tensor([j], device=dev)
+        terms, gb = [], 0
+        for i0 in range(0, n, block):
+            i = torch.arange(i0, min(n, i0 + block), device=dev)
+            _, dc, _, _, H, pos = weights(i, j)
+            terms.append((s * dc).masked_fill(pos, float("-inf")))
+            gb = gb + H.T @ A[i].to(f64)
+        t = torch.cat(terms, 0).T
+        lse = torch.logsumexp(t, 1)
+        has_pos = bool(off <= int(j) < off + n)
+        want["col_lse"].append(torch.logaddexp(torch.zeros(1, dtype=f64, device=dev), lse)
+                               if has_pos else lse)
+        want["grad_b"].append(gb)
+    ds = 0
+    for i0 in range(0, n, max(1, block * block // m)):
+        i = torch.arange(i0, min(n, i0 + max(1, block * block // m)), device=dev)
+        for j0 in range(0, m, block):
+            j = torch.arange(j0, min(m, j0 + block), device=dev)
+            dr, dc, P, Q, _, _ = weights(i, j)
+            ds = ds + float((gr[i, None] * P * dr + gc[None, j] * Q * dc).sum())
+    return {k: torch.cat(v) for k, v in want.items()}, ds
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("n,d", [(1, 1), (2, 3), (100, 64), (257, 130), (1000, 17)])
-@pytest.mark.parametrize("deterministic", [False, True], ids=["atomic", "deterministic"])
-def test_loss_against_oracle(n, d, dtype, deterministic):
-    g = torch.Generator().manual_seed(n * d)
-    x = torch.randn(n, d, generator=g, dtype=torch.float64).to(DEV)
-    y = (0.5 * x.cpu() + torch.randn(n, d, generator=g, dtype=torch.float64)).to(DEV)
-    s = torch.tensor(20.0, dtype=torch.float64, device=DEV)
-    swap = (torch.rand(n, generator=g) < 0.3).to(DEV)
-    xq, yq = x.to(dtype).double(), y.to(dtype).double()  # the oracle sees the rounded inputs
-    want = loss_and_grads(reference_contrastive_loss, xq, yq, s, torch.float64, swap_mask=swap)
-    got = loss_and_grads(gapops.contrastive_loss, x, y, s, dtype, swap_mask=swap, backend="cuda",
-                         deterministic=deterministic)
-    assert rel_err(got[0], want[0]) < LOSS_TOL[dtype][0]
-    for gv, wv in zip(got[1:], want[1:]):
-        assert rel_err(gv, wv) < LOSS_TOL[dtype][1]
-
-
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-def test_loss_deterministic_bits(dtype):
-    g = torch.Generator().manual_seed(3)
-    x = torch.randn(1500, 96, generator=g).to(DEV)
-    y = torch.randn(1500, 96, generator=g).to(DEV)
-    s = torch.tensor(30.0, device=DEV)
-    runs = [loss_and_grads(gapops.contrastive_loss, x, y, s, dtype, backend="cuda",
-                           deterministic=True) for _ in range(3)]
-    for r in runs[1:]:
-        for a_, b_ in zip(runs[0], r):
-            assert torch.equal(a_, b_)
+def _inv_norms(t, rows=1 << 18):
+    return torch.cat([1 / t[i:i + rows].double().norm(dim=1) for i in range(0, t.shape[0], rows)])
 
 
 @pytest.mark.slow
-def test_large_bf16():
+@pytest.mark.parametrize("what", ["feature_index", "g_strip_index"])
+def test_int64_indexing(monkeypatch, what):
+    """feature_index: m d > 2^31 (bf16 columns, 4.3 GB), positives at the far end.
+    g_strip_index: one G-strip chunk of more than 2^31 elements (fp16, 4.6 GB of H)."""
+    g = torch.Generator(device=DEV).manual_seed(0)
+    if what == "feature_index":
+        n, m, d, dtype = 64, (1 << 22) + 5, 512, torch.bfloat16
+        off = m - n
+    else:
+        n, m, d, dtype = 32768, 70000, 16, torch.float16
+        off = 1000
+        monkeypatch.setenv("GAPOPS_CUDA_SCRATCH_MB", "8192")
+    b = torch.randn(m, d, device=DEV, generator=g, dtype=dtype)
+    a = (0.5 * b[off:off + n].float() + torch.randn(n, d, device=DEV, generator=g)).to(dtype)
+    ra, rb = _inv_norms(a), _inv_norms(b)
+    a_pos = (ra * (a.double() * b[off:off + n].double()).sum(1) * rb[off:off + n])
+    b_pos = torch.zeros(m, dtype=torch.float64, device=DEV)
+    b_pos[off:off + n] = a_pos
+    s = torch.tensor(30.0, device=DEV)
+    args = (a, a, None, b, b, None, ra.float(), rb.float(), a_pos.float(), b_pos.float(), s, off)
+    row_lse, col_lse = OPS.strip_forward(*args)
+    g_row = torch.full((n,), 1 / n, device=DEV)
+    g_col = torch.full((m,), 1 / n, device=DEV)
+    grad_a, grad_b, grad_s = OPS.strip_backward(*args, row_lse, col_lse, g_row, g_col, True)
+    rows = [0, n // 2, n - 1]
+    cols = [0, off, off + n // 2, m - 1]
+    want, want_ds = _spot_oracle(args, rows, cols, row_lse, col_lse, g_row, g_col)
+    assert rel_err(row_lse[rows], want["row_lse"]) < 1e-5
+    assert rel_err(col_lse[cols], want["col_lse"]) < 1e-5
+    assert rel_err(grad_a[rows], want["grad_a"]) < 2e-2
+    assert rel_err(grad_b[cols], want["grad_b"]) < 2e-2
+    assert abs(float(grad_s) - want_ds) <= 1e-3 * max(1.0, abs(want_ds))
+
+
+# ------------------------------------------------------------------ the public loss
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16],
+                         ids=str)
+@pytest.mark.parametrize("n,d", [(1, 1), (2, 3), (100, 64), (257, 130), (1000, 17)])
+def test_loss_against_oracle(n, d, dtype):
+    g = torch.Generator().manual_seed(n * d)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64)
+    y = 0.5 * x + torch.randn(n, d, generator=g, dtype=torch.float64)
+    s = torch.tensor(20.0, dtype=torch.float64)
+    swap = torch.rand(n, generator=g) < 0.3
+    xq, yq = x.to(dtype).double(), y.to(dtype).double()  # the oracle sees the rounded inputs
+    want = oracle(xq, yq, s, swap_mask=swap)
+    got = loss_and_grads(gapops.contrastive_loss, x.to(DEV), y.to(DEV), s.to(DEV), dtype,
+                         swap_mask=swap.to(DEV), backend="cuda")
+    fwd_tol, bwd_tol = TOL[dtype]
+    assert rel_err(got[0], want[0]) < fwd_tol
+    for gv, wv in zip(got[1:], want[1:]):
+        assert rel_err(gv, wv) < bwd_tol
+
+
+@pytest.mark.slow
+def test_large_bf16_loss():
     n, d = 8192, 256
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(n, d, generator=g).to(DEV)
-    y = (0.5 * x.cpu() + torch.randn(n, d, generator=g)).to(DEV)
-    s = torch.tensor(50.0, device=DEV)
-    want = loss_and_grads(reference_contrastive_loss, x.bfloat16().double(), y.bfloat16().double(),
-                          s.double(), torch.float64)
-    got = loss_and_grads(gapops.contrastive_loss, x, y, s, torch.bfloat16, backend="cuda")
+    x = torch.randn(n, d, generator=g)
+    y = 0.5 * x + torch.randn(n, d, generator=g)
+    s = torch.tensor(50.0)
+    want = loss_and_grads(reference_contrastive_loss, x.bfloat16().double().to(DEV),
+                          y.bfloat16().double().to(DEV), s.double().to(DEV), torch.float64)
+    got = loss_and_grads(gapops.contrastive_loss, x.to(DEV), y.to(DEV), s.to(DEV), torch.bfloat16,
+                         backend="cuda")
     assert rel_err(got[0], want[0]) < 1e-4
     for gv, wv in zip(got[1:], want[1:]):
         assert rel_err(gv, wv) < 2e-2

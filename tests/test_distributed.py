@@ -143,6 +143,9 @@ def _run_openclip(rank, world, group):
     for be in BACKENDS:
         res[be] = _grads(lambda a, b, sc_: gapops.contrastive_loss(
             a, b, sc_, backend=be, group=group), xl, yl, s, torch.float64, None)
+        crit = gapops.ContrastiveLoss(local_loss=True, gather_with_grad=True, backend=be,
+                                      group=group)
+        res[be + "-module-local"] = _grads(crit, xl, yl, s, torch.float64, None)
     res["open_clip"] = _grads(lambda a, b, sc_: openclip_local_loss(
         F.normalize(a, dim=1), F.normalize(b, dim=1), sc_, rank, group), xl, yl, s, torch.float64, None)
     return res
@@ -178,17 +181,21 @@ def _run_ddp(rank, world, group):
     u, v = ddp_inputs(counts)
     res = {}
     for be in BACKENDS:
-        torch.manual_seed(0)
-        model = TwoTowers()
-        crit = gapops.ContrastiveLoss(backend=be, distributed=True, group=group)
-        img, txt, scale = model(local_slice(u, counts, rank), local_slice(v, counts, rank))
-        loss = crit(img, txt, scale)
-        loss.backward()
-        for p in model.parameters():
-            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM, group=group)
-            p.grad /= world
-        res[be] = {"loss": loss.detach(),
-                   **{k: p.grad.detach().clone() for k, p in model.named_parameters()}}
+        # gather_with_grad=True: exact; the default (ClipLoss's gather_with_grad=False): the
+        # features' gradients are 1/W of that, logit_scale's the full one
+        for key, gather_with_grad in ((be, True), (be + "-default", False)):
+            torch.manual_seed(0)
+            model = TwoTowers()
+            crit = gapops.ContrastiveLoss(gather_with_grad=gather_with_grad, backend=be,
+                                          distributed=True, group=group)
+            img, txt, scale = model(local_slice(u, counts, rank), local_slice(v, counts, rank))
+            loss = crit(img, txt, scale)
+            loss.backward()
+            for p in model.parameters():
+                dist.all_reduce(p.grad, op=dist.ReduceOp.SUM, group=group)
+                p.grad /= world
+            res[key] = {"loss": loss.detach(),
+                        **{k: p.grad.detach().clone() for k, p in model.named_parameters()}}
     return res
 
 
@@ -370,6 +377,13 @@ def test_matches_open_clip_local_loss_gather_with_grad(world, be):
     oc_ds = sum(res["open_clip"]["open_clip"][3] for res in results)
     ds = sum(res["open_clip"][be][3] for res in results)
     _close(ds, oc_ds, 1e-10, "sum over ranks of d logit_scale vs open_clip")
+    # ContrastiveLoss(local_loss=True, gather_with_grad=True): open_clip's per-rank value too
+    for r, res in enumerate(results):
+        oc_loss, oc_dx, oc_dy, _ = res["open_clip"]["open_clip"]
+        loss, dx, dy, _ = res["open_clip"][be + "-module-local"]
+        _close(loss, oc_loss, 1e-12, f"rank {r} local-loss value vs open_clip")
+        _close(dx, oc_dx, 1e-10, f"rank {r} local-loss d image vs open_clip")
+        _close(dy, oc_dy, 1e-10, f"rank {r} local-loss d text vs open_clip")
 
 
 @pytest.mark.parametrize("be", BACKENDS)
@@ -387,6 +401,12 @@ def test_ddp_gradients_equal_single_process(world, be):
         _close(got["loss"], loss.detach(), 1e-12, f"rank {r} loss")
         for name, p in model.named_parameters():
             _close(got[name], p.grad, 1e-10, f"rank {r} grad of {name} after DDP averaging")
+        # ClipLoss's default (gather_with_grad=False): towers get 1/W, logit_scale the full one
+        got = res["ddp"][be + "-default"]
+        _close(got["loss"], loss.detach(), 1e-12, f"rank {r} loss (default)")
+        for name, p in model.named_parameters():
+            want = p.grad if name == "logit_scale" else p.grad / w
+            _close(got[name], want, 1e-10, f"rank {r} grad of {name} (ClipLoss default)")
 
 
 def test_bad_inputs_raise_on_every_rank(world):
@@ -409,4 +429,4 @@ def test_needs_initialized_process_group():
     from gapops.distributed import distributed_loss_rows
     x = torch.randn(4, 8)
     with pytest.raises(RuntimeError, match="init_process_group"):
-        distributed_loss_rows(x, x, torch.tensor(10.0), "reference", False, object())
+        distributed_loss_rows(x, x, None, torch.tensor(10.0), True, "reference", False, object())

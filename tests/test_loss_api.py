@@ -221,6 +221,8 @@ def test_info_and_demo_commands_run():
     out = subprocess.run([sys.executable, "-m", "gapops", "info"], capture_output=True, text=True,
                          check=True).stdout
     assert "torch" in out and "cpu" in out and "available" in out
+    bare = subprocess.run([sys.executable, "-m", "gapops"], capture_output=True, text=True)
+    assert bare.returncode == 0 and "info" in bare.stdout and "demo" in bare.stdout
     out = subprocess.run([sys.executable, "-m", "gapops", "demo", "--n", "64", "--d", "16"],
                          capture_output=True, text=True, check=True).stdout
     assert "cpu" in out and "max rel err" in out

@@ -37,6 +37,11 @@ def make_strip(n, m, d, offset, dtype, seed, device, swap_rows=False, swap_cols=
                 scale=torch.tensor(scale, dtype=torch.float64), offset=offset, device=device)
 
 
+def _with_strides(t, dtype, device):
+    """t in dtype on device, keeping its strides."""
+    return torch.empty_strided(t.size(), t.stride(), dtype=dtype, device=device).copy_(t)
+
+
 def strip_args(case, acc):
     """Positional arguments of strip_forward for the backend (acc) or the oracle (float64)."""
     dev = case["device"]
@@ -53,8 +58,10 @@ def strip_args(case, acc):
     a_pos = cos[torch.arange(n), torch.arange(n) + off]
     b_pos = torch.zeros(B.shape[0], dtype=torch.float64)  # columns whose positive is elsewhere:
     b_pos[off:off + n] = a_pos                              # any shift, here 0
-    # the backend gets the rounded inputs; the oracle the same values in float64
-    feats = [(t.double() if acc == torch.float64 else t).to(dev) for t in (a, a_alt, b, b_alt)]
+    # the backend gets the rounded inputs; the oracle the same values in float64; both with the
+    # features' strides (.to() / .double() of a non-dense view would make it contiguous)
+    feats = [_with_strides(t, torch.float64 if acc == torch.float64 else t.dtype, dev)
+             for t in (a, a_alt, b, b_alt)]
     to = dict(device=dev, dtype=acc)
     mask = lambda m: None if m is None else m.to(dev)  # noqa: E731
     return (feats[0], feats[1], mask(a_swap), feats[2], feats[3], mask(b_swap), ra.to(**to),
@@ -167,3 +174,18 @@ def test_strip_nan_propagates(backend):
     g = torch.full((20,), 0.5, device=case["device"])
     ga, gb, gs = bwd(*args, row, col, g, g, False)
     assert torch.isnan(gs) and torch.isnan(gb).all()
+
+
+@pytest.mark.parametrize("backend", STRIP_BACKENDS)
+@pytest.mark.parametrize("scale", [1e3, 1e21], ids=["1e3", "1e21"])
+def test_strip_huge_scale_stays_finite(backend, scale):
+    """logit_scale = exp(50) ~ 5e21 is what a diverged log-parameter hands over: statistics of
+    order s, no overflow to inf or -inf (the positive's exp(-M) term underflows to 0 there)."""
+    case = make_strip(40, 40, 12, 0, torch.float32, seed=4, device=device_for(backend), scale=scale)
+    fwd, _ = _dispatch.strip_kernels(backend)
+    got = fwd(*strip_args(case, torch.float32))
+    want = reference_strip_forward(*strip_args(case, torch.float64))
+    assert_close(got, want, 1e-5, ("row_lse", "col_lse"))
+    if scale < 1e6:  # at 1e21 the gradients themselves (~ s) overflow fp32's intermediates
+        got_f, want_f, got_b, want_b, floor = run_both(backend, case, torch.float32)
+        assert_close(got_b, want_b, 1e-4, ("grad_a", "grad_b", "grad_scale"), floor)

@@ -147,7 +147,7 @@ def test_every_study_runs_end_to_end_tiny(tmp_path, name):
     # tiny is a smoke test: it never claims a verdict, and says so
     assert res["reproduced"] is None and "not meant to reproduce" in res["verdict"]
     for c in on_disk["comparisons"]:  # every verdict carries its interval
-        assert c["lo"] <= c["mean"] <= c["hi"] and len(c["diffs"]) == c["n"] == 2
+        assert c["lo"] <= c["mean"] <= c["hi"] and len(c["diffs"]) == c["n"] >= 2
 
 
 def test_swap_study_order_std_and_resume_of_a_finished_run(tmp_path):
@@ -188,7 +188,7 @@ def test_runs_without_tqdm_and_matplotlib(tmp_path, monkeypatch, capsys):
 def test_import_gapops_pulls_neither_matplotlib_nor_sklearn():
     import subprocess
     code = ("import sys, gapops, gapops.metrics, gapops.metrics.shift; "
-            "bad = [m for m in ('matplotlib', 'sklearn', 'tqdm') if m in sys.modules]; "
+            "bad = [m for m in ('matplotlib', 'sklearn') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -280,3 +280,12 @@ def test_training_reports_the_gap_slope():
     from gapops.studies.loop import gap_slope
     assert res["final"]["gap_slope"] == gap_slope(res["history"])
     assert gap_slope([{"epoch": e, "gap": 1.0 - 0.1 * e} for e in range(8)]) == pytest.approx(-0.1)
+
+
+def test_report_turns_jsons_into_a_markdown_table(tmp_path, capsys):
+    run_study("init_gap", scale="tiny", seeds=2, out=tmp_path, progress=False, plot=False,
+              echo=None)
+    assert main(["report", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("| study |") and "`init_gap`" in out and "SMOKE TEST" in out
+    assert "`swap`" not in out  # only the studies that ran

@@ -1,22 +1,21 @@
 """The per-tile math of the CUDA kernels (csrc/common/tile_math.h), run on the CPU.
 
 The helpers are __host__ __device__: the CUDA strip kernels compile the same source, so checking
-them here through the test-only ops torch.ops.gapops._tile_* (csrc/cpu/tile_math_ops.cpp) proves
-the elementwise / per-row math of the GPU path without a GPU. References are torch float64.
+them here through the test-only ops torch.ops.gapops_testing.* (csrc/testing/tile_math_ops.cpp,
+their own library namespace, compiled into every build) proves the elementwise / per-row math of
+the GPU path without a GPU. References are torch float64.
 """
 import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from gapops import _extension
 
 _mod, _why = _extension.load()
-pytestmark = pytest.mark.skipif(_mod is None or not hasattr(torch.ops.gapops, "_tile_fast_exp"),
-                                reason=f"gapops._C without the test-only tile ops: {_why}")
+pytestmark = pytest.mark.skipif(_mod is None, reason=f"gapops._C is not built: {_why}")
 
-ops = torch.ops.gapops
+ops = torch.ops.gapops_testing
 INF = math.inf
 NAN = math.nan
 
@@ -33,7 +32,7 @@ def test_fast_exp_float32_within_2ulp_on_whole_range():
     x = torch.linspace(-87.0, 88.0, 2_000_001, dtype=torch.float32)
     x = torch.cat([x, torch.empty(200_000).uniform_(-87.0, 88.0, generator=torch.Generator().manual_seed(0))])
     x = torch.cat([x, torch.tensor([0.0, -0.0, 1e-30, -1e-30, 0.5, -0.5, 0.34657359, -0.34657359])])
-    got = ops._tile_fast_exp(x)
+    got = ops.fast_exp(x)
     want = torch.exp(x.double())
     err = ulp_error(got, want)
     assert float(err.max()) <= 2.0, f"max ulp error {float(err.max())} at x={float(x[err.argmax()])}"
@@ -41,21 +40,21 @@ def test_fast_exp_float32_within_2ulp_on_whole_range():
 
 
 def test_fast_exp_float32_exact_values():
-    got = ops._tile_fast_exp(torch.tensor([0.0, -0.0], dtype=torch.float32))
+    got = ops.fast_exp(torch.tensor([0.0, -0.0], dtype=torch.float32))
     assert torch.equal(got, torch.ones(2))
 
 
 def test_fast_exp_float32_underflows_to_exact_zero():
     x = torch.tensor([-87.34, -87.5, -88.0, -100.0, -1e4, -3.4e38, -INF], dtype=torch.float32)
-    got = ops._tile_fast_exp(x)
+    got = ops.fast_exp(x)
     assert torch.equal(got, torch.zeros_like(x))
     # the first normal float is still produced just above the cutoff
-    edge = ops._tile_fast_exp(torch.tensor([-87.33], dtype=torch.float32))
+    edge = ops.fast_exp(torch.tensor([-87.33], dtype=torch.float32))
     assert float(edge) > 0 and float(ulp_error(edge, torch.exp(torch.tensor([-87.33], dtype=torch.float32).double()))) <= 2
 
 
 def test_fast_exp_float32_nan_and_large():
-    got = ops._tile_fast_exp(torch.tensor([NAN, 88.3, 1e4, INF], dtype=torch.float32))
+    got = ops.fast_exp(torch.tensor([NAN, 88.3, 1e4, INF], dtype=torch.float32))
     assert math.isnan(float(got[0]))
     assert torch.isfinite(got[1:]).all()  # clamped at the largest float exponent, never inf
     assert float(got[1]) > 1e38
@@ -63,7 +62,7 @@ def test_fast_exp_float32_nan_and_large():
 
 def test_fast_exp_float64_is_exp():
     x = torch.linspace(-700, 700, 10001, dtype=torch.float64)
-    torch.testing.assert_close(ops._tile_fast_exp(x), torch.exp(x), rtol=1e-15, atol=0)
+    torch.testing.assert_close(ops.fast_exp(x), torch.exp(x), rtol=1e-15, atol=0)
 
 
 # ------------------------------------------------------------------------------ lse_merge
@@ -81,8 +80,8 @@ def test_lse_merge_matches_logaddexp(dtype):
     v2 = torch.randn(1000, 5, generator=g, dtype=torch.float64) * 30 + 10
     m1, s1 = _state(v1)
     m2, s2 = _state(v2)
-    m, s = ops._tile_lse_merge(m1.to(dtype), s1.to(dtype), m2.to(dtype), s2.to(dtype))
-    got = ops._tile_lse_finalize(m, s)
+    m, s = ops.lse_merge(m1.to(dtype), s1.to(dtype), m2.to(dtype), s2.to(dtype))
+    got = ops.lse_finalize(m, s)
     want = torch.logsumexp(torch.cat([v1, v2], dim=1), dim=1)
     tol = 1e-12 if dtype == torch.float64 else 2e-6
     torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol * 50)
@@ -95,8 +94,8 @@ def test_lse_merge_is_symmetric(dtype):
     m1, s1 = torch.randn(500, generator=g), torch.rand(500, generator=g) * 10 + 1
     m2, s2 = torch.randn(500, generator=g), torch.rand(500, generator=g) * 10 + 1
     args = [t.to(dtype) for t in (m1, s1, m2, s2)]
-    a = ops._tile_lse_merge(*args)
-    b = ops._tile_lse_merge(args[2], args[3], args[0], args[1])
+    a = ops.lse_merge(*args)
+    b = ops.lse_merge(args[2], args[3], args[0], args[1])
     # the two threads of a CUDA row pair merge in opposite orders: the max agrees exactly, the
     # sum to rounding (FMA contraction makes the two orders differ in the last bit; only one
     # thread of the pair writes results, so the kernels stay deterministic)
@@ -109,11 +108,11 @@ def test_lse_merge_is_symmetric(dtype):
 def test_lse_merge_empty_states(dtype):
     t = lambda *v: torch.tensor(v, dtype=dtype)  # noqa: E731
     # empty + empty stays empty (no NaN), empty + x = x, x + empty = x
-    m, s = ops._tile_lse_merge(t(-INF, -INF, 2.0), t(0.0, 0.0, 3.0), t(-INF, 1.5, -INF),
+    m, s = ops.lse_merge(t(-INF, -INF, 2.0), t(0.0, 0.0, 3.0), t(-INF, 1.5, -INF),
                                t(0.0, 4.0, 0.0))
     assert torch.equal(m, t(-INF, 1.5, 2.0))
     assert torch.equal(s, t(0.0, 4.0, 3.0))
-    lse = ops._tile_lse_finalize(m, s)
+    lse = ops.lse_finalize(m, s)
     assert lse[0] == -INF
     assert torch.allclose(lse[1:].double(), torch.tensor([1.5 + math.log(4.0), 2.0 + math.log(3.0)],
                                                          dtype=torch.float64))
@@ -126,8 +125,8 @@ def test_lse_merge_nan_propagates(dtype):
     s1 = t(1.0, 1.0, 1.0, 0.0, 1.0, NAN)
     m2 = t(1.0, NAN, -INF, NAN, 0.0, 0.0)
     s2 = t(1.0, 1.0, 0.0, 1.0, NAN, 1.0)
-    m, s = ops._tile_lse_merge(m1, s1, m2, s2)
-    assert torch.isnan(ops._tile_lse_finalize(m, s)).all()
+    m, s = ops.lse_merge(m1, s1, m2, s2)
+    assert torch.isnan(ops.lse_finalize(m, s)).all()
 
 
 # ------------------------------------------------------------- lse_partial (rows of a tile)
@@ -138,7 +137,7 @@ def test_lse_rows_split_like_the_kernel(dtype, split, cols):
     g = torch.Generator().manual_seed(cols * 100 + split)
     x = torch.randn(37, cols, generator=g, dtype=torch.float64).to(dtype)
     scale = torch.tensor(42.5)
-    got = ops._tile_lse_rows(x, scale, split)
+    got = ops.lse_rows(x, scale, split)
     want = torch.logsumexp(x.double() * 42.5, dim=1)
     tol = 1e-12 if dtype == torch.float64 else 4e-6
     torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol * 10)
@@ -147,7 +146,7 @@ def test_lse_rows_split_like_the_kernel(dtype, split, cols):
 def test_lse_rows_edge_rows():
     x = torch.tensor([[-INF, -INF, -INF], [0.0, -INF, 1.0], [1.0, NAN, 0.0], [1e3, 1e3, 1e3],
                       [-1e3, -1e3, -1e3]], dtype=torch.float32)
-    got = ops._tile_lse_rows(x, torch.tensor(1.0), 2)
+    got = ops.lse_rows(x, torch.tensor(1.0), 2)
     want = torch.logsumexp(x.double(), dim=1)
     assert got[0] == -INF
     assert torch.isnan(got[2])
@@ -167,7 +166,7 @@ def test_grad_weight(dtype):
     g_col = torch.rand(n, generator=g, dtype=torch.float64) / 1000
     positive = torch.rand(n, generator=g) < 0.3
     args = [t.to(dtype) for t in (logit, row_lse, col_lse, g_row, g_col)]
-    got = ops._tile_grad_weight(*args, positive)
+    got = ops.grad_weight(*args, positive)
     l64, r64, c64, gr64, gc64 = (t.double() for t in args)
     want = gr64 * torch.exp(l64 - r64) + gc64 * torch.exp(l64 - c64) - positive.double() * (gr64 + gc64)
     tol = 1e-13 if dtype == torch.float64 else 2e-6
@@ -178,33 +177,122 @@ def test_grad_weight(dtype):
 
 def test_grad_weight_underflow_and_inf_lse():
     t = lambda *v: torch.tensor(v, dtype=torch.float32)  # noqa: E731
-    got = ops._tile_grad_weight(t(-200.0, 0.0), t(0.0, INF), t(0.0, INF), t(1.0, 1.0), t(2.0, 2.0),
-                                torch.tensor([False, False]))
+    got = ops.grad_weight(t(-200.0, 0.0), t(0.0, INF), t(0.0, INF), t(1.0, 1.0), t(2.0, 2.0),
+                          torch.tensor([False, False]))
     assert torch.equal(got, t(0.0, 0.0))
 
 
-# ------------------------------------------------------------------------ normalize_backward
+# ------------------------------------------------------- relative statistics (strip v2)
+def _rel_state(terms: torch.Tensor):
+    """The kernels' state of each row of terms (float64): M = max(0, max), S = sum e^(x - M)."""
+    m = terms.max(dim=1).values.clamp_min(0.0)
+    return m, torch.exp(terms - m[:, None]).sum(dim=1)
+
+
+def _log1p_sum_exp(terms: torch.Tensor) -> torch.Tensor:
+    """log(1 + sum e^x) per row, float64, accurate also when the sum is tiny."""
+    m = terms.max(dim=1).values.clamp_min(0.0)
+    rest = torch.exp(terms - m[:, None]).sum(dim=1)
+    return torch.where(m == 0, torch.log1p(rest), m + torch.log(torch.exp(-m) + rest))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("d", [1, 3, 64, 257])
-def test_normalize_backward_matches_autograd(dtype, d):
-    g = torch.Generator().manual_seed(d)
-    a = torch.randn(11, d, generator=g, dtype=torch.float64) * 3
-    a[0] = 0.0  # the eps branch
-    a[1] *= 1e-14
-    up = torch.randn(11, d, generator=g, dtype=torch.float64)
-    a_req = a.clone().requires_grad_()
-    (F.normalize(a_req, dim=1, eps=1e-12) * up).sum().backward()
-    a_hat = F.normalize(a, dim=1, eps=1e-12)
-    norm = a.norm(dim=1)
-    got = ops._tile_normalize_backward(a_hat.to(dtype), up.to(dtype), norm.to(dtype), 1e-12)
-    want = a_req.grad
-    rows = slice(2, None)  # rows with norm above eps: relative comparison
-    tol = 1e-12 if dtype == torch.float64 else 1e-5
-    torch.testing.assert_close(got[rows].double(), want[rows], rtol=tol, atol=tol)
-    # norm <= eps: d_hat / eps exactly (a_hat is 0 for the zero row)
-    torch.testing.assert_close(got[0].double(), (up[0].to(dtype) / dtype_eps(dtype)).double(),
-                               rtol=1e-6, atol=0)
+def test_rel_lse_finalize_with_positive(dtype):
+    g = torch.Generator().manual_seed(4)
+    # rows from "positive dominates by far" (terms ~ -40, result ~ 1e-17) to "lost among many"
+    shift = torch.linspace(-40.0, 12.0, 400, dtype=torch.float64)[:, None]
+    terms = torch.randn(400, 33, generator=g, dtype=torch.float64) * 3 + shift
+    m, s = _rel_state(terms)
+    got = ops.rel_lse_finalize(m.to(dtype), s.to(dtype), torch.ones(400, dtype=torch.bool))
+    want = _log1p_sum_exp(terms)
+    # relative accuracy down to the smallest values: no cancellation against the positive's 1
+    eps = torch.finfo(dtype).eps
+    assert float(((got.double() - want).abs() / want).max()) < 8 * eps
 
 
-def dtype_eps(dtype):
-    return torch.tensor(1e-12, dtype=dtype)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rel_lse_finalize_without_positive(dtype):
+    g = torch.Generator().manual_seed(5)
+    terms = torch.randn(300, 17, generator=g, dtype=torch.float64) * 5 + torch.linspace(-30, 30, 300,
+                                                                                      dtype=torch.float64)[:, None]
+    m, s = _rel_state(terms)
+    got = ops.rel_lse_finalize(m.to(dtype), s.to(dtype), torch.zeros(300, dtype=torch.bool))
+    want = torch.logsumexp(terms, dim=1)
+    tol = 1e-13 if dtype == torch.float64 else 4e-6
+    torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rel_lse_finalize_edges(dtype):
+    t = lambda *v: torch.tensor(v, dtype=dtype)  # noqa: E731
+    has = torch.tensor([True, False, True, True, False, True])
+    # no terms at all (state (0, 0)): log 1 = 0 with the positive, log 0 = -inf without; every
+    # term underflowed without the positive: -inf; a NaN anywhere stays NaN; a large maximum
+    got = ops.rel_lse_finalize(t(0.0, 0.0, NAN, 0.0, 0.0, 200.0), t(0.0, 0.0, 1.0, NAN, 0.0, 1.0), has)
+    assert got[0] == 0.0 and got[1] == -INF and got[4] == -INF
+    assert math.isnan(float(got[2])) and math.isnan(float(got[3]))
+    assert abs(float(got[5]) - 200.0) < 1e-4
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("parts", [1, 2, 5])
+def test_rel_states_merge_across_tiles(dtype, parts):
+    """A row cut into tiles: per-tile states (M >= 0) merged with lse_merge, then finalized."""
+    g = torch.Generator().manual_seed(parts)
+    terms = torch.randn(200, 40, generator=g, dtype=torch.float64) * 4 + torch.linspace(
+        -25, 8, 200, dtype=torch.float64)[:, None]
+    m, s = None, None
+    for chunk in terms.chunk(parts, dim=1):
+        cm, cs = (v.to(dtype) for v in _rel_state(chunk))
+        m, s = (cm, cs) if m is None else ops.lse_merge(m, s, cm, cs)
+    got = ops.rel_lse_finalize(m, s, torch.ones(200, dtype=torch.bool))
+    want = _log1p_sum_exp(terms)
+    eps = torch.finfo(dtype).eps
+    assert float(((got.double() - want).abs() / want).max()) < 16 * eps
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_positive_grad_weight_no_cancellation(dtype):
+    g = torch.Generator().manual_seed(6)
+    n = 2000
+    row_lse = torch.exp(torch.empty(n, dtype=torch.float64).uniform_(-30, 3, generator=g))
+    col_lse = torch.exp(torch.empty(n, dtype=torch.float64).uniform_(-30, 3, generator=g))
+    g_row = torch.rand(n, generator=g, dtype=torch.float64) + 0.01
+    g_col = torch.rand(n, generator=g, dtype=torch.float64) + 0.01
+    args = [v.to(dtype) for v in (g_row, row_lse, g_col, col_lse)]
+    got = ops.positive_grad_weight(*args)
+    gr, rl, gc, cl = (v.double() for v in args)
+    want = gr * torch.expm1(-rl) + gc * torch.expm1(-cl)
+    # both terms are negative: relative accuracy even for lse ~ 1e-13, where e^-lse - 1 cancels
+    eps = torch.finfo(dtype).eps
+    assert float(((got.double() - want).abs() / want.abs()).max()) < 8 * eps
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_pair_grad_weight(dtype):
+    g = torch.Generator().manual_seed(7)
+    n = 3000
+    cos = torch.empty(n, dtype=torch.float64).uniform_(-1, 1, generator=g)
+    a_pos = torch.empty(n, dtype=torch.float64).uniform_(-1, 1, generator=g)
+    b_pos = torch.empty(n, dtype=torch.float64).uniform_(-1, 1, generator=g)
+    row_lse = torch.rand(n, generator=g, dtype=torch.float64) * 5
+    col_lse = torch.rand(n, generator=g, dtype=torch.float64) * 5
+    g_row = torch.rand(n, generator=g, dtype=torch.float64)
+    g_col = torch.rand(n, generator=g, dtype=torch.float64)
+    s = 14.0
+    args = [v.to(dtype) for v in (cos - a_pos, cos - b_pos, row_lse, col_lse, g_row, g_col)]
+    got_g, got_term = ops.pair_grad_weight(torch.tensor(s), *args)
+    dr, dc, rl, cl, gr, gc = (v.double() for v in args)
+    p, q = gr * torch.exp(s * dr - rl), gc * torch.exp(s * dc - cl)
+    tol = 1e-14 if dtype == torch.float64 else 4e-6
+    torch.testing.assert_close(got_g.double(), p + q, rtol=tol, atol=0)
+    # the scale term's two parts can have opposite signs: measure against their magnitudes
+    err = (got_term.double() - (p * dr + q * dc)).abs() / (p * dr.abs() + q * dc.abs()).clamp_min(1e-300)
+    assert float(err.max()) < 4 * tol
+
+
+def test_pair_grad_weight_underflow():
+    t = lambda *v: torch.tensor(v, dtype=torch.float32)  # noqa: E731
+    g, term = ops.pair_grad_weight(torch.tensor(100.0), t(-1.9), t(-1.9), t(0.0), t(0.0), t(1.0), t(1.0))
+    assert float(g) == 0.0 and float(term) == 0.0
+

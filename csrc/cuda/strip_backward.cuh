@@ -22,7 +22,7 @@ namespace kernels {
 // adds H_tile B_tile (routed B rows, unscaled H) into dA_part[y][i - r0][:], fp32 / fp64, a
 // partial it alone writes; the launcher sums the C partials in order. It must start as zeros.
 template <typename T, typename Acc, bool kMma>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSm<Acc>)
     g_strip_kernel(RowSource<T> A, RowSource<T> B, int64_t r0, int64_t chunk, int64_t m,
                    int64_t d, const Acc* __restrict__ a_inv, const Acc* __restrict__ b_inv,
                    const Acc* __restrict__ a_pos, const Acc* __restrict__ b_pos,

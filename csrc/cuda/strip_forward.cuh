@@ -18,7 +18,7 @@ namespace kernels {
 //            plain read-modify-write, no other writer).
 // col_max / col_sum must start as zeros (the empty relative state is (0, 0)).
 template <typename T, typename Acc, bool kMma>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSm<Acc>)
     strip_forward_kernel(RowSource<T> A, RowSource<T> B, int64_t n, int64_t m, int64_t d,
                          const Acc* __restrict__ a_inv, const Acc* __restrict__ b_inv,
                          const Acc* __restrict__ a_pos, const Acc* __restrict__ b_pos,

@@ -17,6 +17,12 @@ namespace kernels {
 
 constexpr int BM = kTileM, BN = kTileN;
 
+// The occupancy the strip kernels are compiled for (the second __launch_bounds__ argument): 4
+// blocks of 128 threads per SM caps registers at 128 per thread (fp32 accumulation); fp64 needs
+// ~165 and gets 3 (170). Without the hint ptxas spilled a few bytes on sm_80.
+template <typename Acc>
+constexpr int kMinBlocksPerSm = sizeof(Acc) == 8 ? 3 : 4;
+
 constexpr int pad_for(size_t bytes) { return bytes == 2 ? 8 : (bytes == 4 ? 4 : 1); }
 constexpr size_t round128(size_t x) { return (x + 127) / 128 * 128; }
 

@@ -1,4 +1,5 @@
-"""Command line: ``python -m gapops.studies list | run NAME|all [options]``, or ``gapops-study``."""
+"""Command line: ``python -m gapops.studies list | run NAME|all [options] | report OUT``, or
+``gapops-study``."""
 from __future__ import annotations
 
 import argparse
@@ -13,6 +14,8 @@ def _parser() -> argparse.ArgumentParser:
                                 description="Reproduce the modality-gap studies with gapops.")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="the studies, one line each, with the paper each reproduces")
+    rep = sub.add_parser("report", help="a Markdown results table from a folder of JSONs")
+    rep.add_argument("folder", help="the --out folder of a run")
     run = sub.add_parser("run", help="run a study (or 'all')")
     run.add_argument("name", help="a study name from 'list', or 'all'")
     size = run.add_mutually_exclusive_group()
@@ -43,6 +46,10 @@ def main(argv=None) -> int:
     if args.command == "list":
         for s in STUDIES:
             print(f"{s.name:12s} {s.paper}\n{'':12s}   {s.claim}")
+        return 0
+    if args.command == "report":
+        from .report import markdown_table
+        print(markdown_table(args.folder))
         return 0
     import torch
 

@@ -103,7 +103,7 @@ def synthetic(n: int = 2560, latent_dim: int = 16, dim: int = 32, n_classes: int
 def info_gap(n: int = 2560, shared_dim: int = 8, specific_dim: int = 4, dim: int = 32,
              n_classes: int = 10, shared_sep: float = 0.5, specific_sep: float = 1.5,
              noise: float = 0.1, test_fraction: float = 0.2, seed: int = 0) -> PairedData:
-    """A testbed with an information gap (Jiang et al. 2023, section 3): the image view carries
+    """A testbed with an information gap (Jiang et al. 2023's theorem): the image view carries
     label information that the text view lacks.
 
     Latents: shared s ~ N(μ_c, I) [shared_dim] seen by both views, with weak class means

@@ -57,7 +57,7 @@ def info_nce(a: Tensor, b: Tensor, tau: float = 0.1) -> Tensor:
 
 def feature_separation_loss(shared: Tensor, private: Tensor, private_view: Tensor,
                             tau: float = 0.1) -> Tensor:
-    """Jiang et al.'s deep feature separation (arXiv 2303.05952, section 4.1) for one modality.
+    """Jiang et al.'s deep feature separation (arXiv 2303.05952) for one modality.
 
     The modality's independent (private) features are kept apart from the shared ones by an
     orthogonality constraint, E_i (ŝ_i·p̂_i)², and keep their own information by their own
@@ -70,7 +70,7 @@ def feature_separation_loss(shared: Tensor, private: Tensor, private_view: Tenso
 
 
 def bridge_loss(mid: Tensor, image: Tensor, text: Tensor, t: Tensor) -> Tensor:
-    """Jiang et al.'s Brownian-bridge loss (section 4.2): an augmented view of image i, taken as
+    """Jiang et al.'s Brownian-bridge loss (our reading, see docs/studies.md): an augmented view of image i, taken as
     the bridge's state at time t_i, should be likely under the Brownian bridge from x̂_i to ŷ_i,
     N((1 − t)x̂_i + t ŷ_i, t(1 − t) I), against the other pairs' bridges at the same t_i:
     cross-entropy over j of −||ẑ_i − ((1 − t_i)x̂_j + t_i ŷ_j)||² / (2 t_i (1 − t_i)).
@@ -89,7 +89,7 @@ def bridge_loss(mid: Tensor, image: Tensor, text: Tensor, t: Tensor) -> Tensor:
 
 def geometric_loss(image: Tensor, text: Tensor, in_weight: float = 0.25,
                    cross_weight: float = 0.25) -> Tensor:
-    """Geometric consistency (Jiang et al. section 4.3), scaled as CyCLIP's released code does:
+    """Geometric consistency (Jiang et al.), scaled as CyCLIP's released code does:
     in-modal Σ_jk (x̂_j·x̂_k − ŷ_j·ŷ_k)² / B and cross-modal Σ_jk (x̂_j·ŷ_k − x̂_k·ŷ_j)² / B, i.e.
     per sample, not per pair (B times the mean), weighted 0.25 each (CyCLIP's λ1 = λ2 = 0.25).
     image, text: [B, d]."""

@@ -69,7 +69,7 @@ def _cone_panels(axes, result: dict) -> None:
 
 
 def _shift_panels(axes, result: dict) -> None:
-    lo, hi = -1e9, 1e9
+    hi = 0.5
     for a in result["arms"]:
         lam = [p["lambda"] for p in a["landscape"]]
         loss = [p["loss"] for p in a["landscape"]]
@@ -77,14 +77,17 @@ def _shift_panels(axes, result: dict) -> None:
         axes[0].plot(lam, [v - base for v in loss], label=a["name"])
         best = min(range(len(lam)), key=loss.__getitem__)
         axes[0].plot(lam[best], loss[best] - base, "k.", ms=8)
-        hi = min(hi, max(v - base for v in loss))
-    axes[0].set_ylim(-0.6, min(3.0, max(hi, 0.5)))
+        hi = max(hi, max(v - base for v in loss))
+    axes[0].set_ylim(-0.6, min(hi, 2.5))
     axes[0].axvline(1, color="gray", lw=0.5, ls="--")
     axes[0].axvline(0, color="gray", lw=0.5)
-    axes[0].set_xlabel("shift λ (0 = trained embeddings, 1 = centroids matched)")
+    axes[0].set_xlabel("shift λ (0 = as embedded, 1 = centroids matched)")
     axes[0].set_ylabel("loss(λ) − loss(0)")
     axes[0].legend(fontsize=7)
     axes[0].grid(alpha=0.3)
+    if result.get("kind") == "real_shift":
+        _distance_panel(axes[1], result)
+        return
     taus = [a["params"]["eval_tau"] for a in result["arms"]]
     axes[1].errorbar(taus, [a["final"]["argmin_lambda"] for a in result["arms"]],
                      yerr=[a["final_std"]["argmin_lambda"] for a in result["arms"]], marker="o",
@@ -93,6 +96,22 @@ def _shift_panels(axes, result: dict) -> None:
     axes[1].set_xlabel("τ of the loss")
     axes[1].set_ylabel("argmin λ")
     axes[1].grid(alpha=0.3)
+
+
+def _distance_panel(ax, result: dict) -> None:
+    """Liang et al.'s view: loss against the distance between the centres, λ from −2 to 1."""
+    for a in result["arms"]:
+        pts = [p for p in a["landscape"] if p["lambda"] <= 1.0]
+        base = next(p["loss"] for p in pts if p["lambda"] == 0.0)
+        line, = ax.plot([p["gap"] for p in pts], [p["loss"] - base for p in pts],
+                        label=f"{a['name']}: min at λ={a['final']['argmin_lambda']:g}")
+        g0 = next(p["gap"] for p in pts if p["lambda"] == 0.0)
+        ax.plot(g0, 0.0, "o", color=line.get_color(), ms=4)
+    ax.set_xlabel("distance between the centres ||Δ'|| (● = as embedded)")
+    ax.set_ylabel("loss − loss(as embedded)")
+    ax.set_ylim(-0.6, 2.5)
+    ax.legend(fontsize=6)
+    ax.grid(alpha=0.3)
 
 
 def plot_study(result: dict, path, key: str = "gap", bars: tuple = ("gap",),

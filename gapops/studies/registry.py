@@ -45,7 +45,7 @@ class Study:
 
     kind: 'train' (each arm trains a model), 'cone' (measures models at initialization),
     'shift' (trains one toy model per seed, each arm evaluates the loss landscape at one τ),
-    'embeddings' (measures bundled real embeddings; a seed is a bootstrap resample of the pairs)
+    'embeddings' (measures bundled real embeddings; a seed s > 0 is a random 80% of the pairs)
     or 'real_shift' (the shift landscape of bundled real embeddings; a seed is an order of the
     pairs into batches).
     key: the metric plotted over epochs; bars: the final metrics in the bar chart and table.

@@ -38,7 +38,8 @@ def real_shift_seed(model: str, taus: list, seed: int, batch_size: int = 50,
         final = {**base, "eval_tau": tau, **_final(land)}
         out.append({"history": [{"epoch": 0, **final}], "final": final, "steps": 0,
                     "step_s": 0.0, "loss_s": 0.0, "eval_s": 0.0, "completed": True,
-                    "landscape": [{"lambda": p["lambda"], "loss": p["loss"]} for p in land],
+                    "landscape": [{"lambda": p["lambda"], "loss": p["loss"], "gap": p["gap"]}
+                                  for p in land],
                     "batches": {"loss_at_0": at[0.0]["batch_loss"],
                                 "loss_at_1": at[1.0]["batch_loss"]}})
     return out

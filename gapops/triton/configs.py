@@ -29,23 +29,20 @@ def _cfg(num_warps, num_stages, **meta):
 # kind -> dtype class -> configs; the first is the fixed config (small strips, deterministic).
 CONFIGS = {
     "fwd": {
-        "16": [_cfg(8, 3, BM=128, BN=128, BK=64), _cfg(4, 4, BM=128, BN=64, BK=64),
-               _cfg(4, 4, BM=64, BN=128, BK=64), _cfg(8, 4, BM=128, BN=128, BK=32)],
-        "32": [_cfg(8, 3, BM=128, BN=64, BK=32), _cfg(4, 3, BM=64, BN=64, BK=32),
-               _cfg(8, 3, BM=128, BN=128, BK=32)],
+        "16": [_cfg(4, 4, BM=64, BN=128, BK=64), _cfg(8, 3, BM=128, BN=64, BK=64)],
+        "32": [_cfg(8, 3, BM=128, BN=64, BK=32), _cfg(4, 3, BM=64, BN=64, BK=32)],
         "64": [_cfg(4, 2, BM=32, BN=32, BK=8)],
     },
     "gstrip": {
         "16": [_cfg(8, 3, BM=128, BN=128, BK=64), _cfg(4, 4, BM=128, BN=64, BK=64),
                _cfg(4, 4, BM=64, BN=128, BK=64)],
         "32": [_cfg(8, 3, BM=128, BN=64, BK=32), _cfg(4, 3, BM=64, BN=64, BK=32)],
-        "64": [_cfg(4, 2, BM=32, BN=32, BK=8)],
+        "64": [_cfg(4, 2, BM=32, BN=32, BK=4)],
     },
     "fused": {
-        "16": [_cfg(8, 2, BM=128, BN=128, BK=64, BD=64), _cfg(8, 3, BM=64, BN=128, BK=64, BD=64),
-               _cfg(8, 2, BM=128, BN=64, BK=64, BD=64)],
+        "16": [_cfg(8, 3, BM=64, BN=128, BK=64, BD=64), _cfg(8, 2, BM=128, BN=64, BK=64, BD=64)],
         "32": [_cfg(8, 2, BM=64, BN=64, BK=32, BD=64), _cfg(4, 2, BM=64, BN=64, BK=32, BD=32)],
-        "64": [_cfg(4, 2, BM=32, BN=32, BK=8, BD=8)],
+        "64": [_cfg(4, 2, BM=16, BN=16, BK=8, BD=8)],
     },
 }
 # Under the interpreter: one config, big blocks (fewer interpreted steps), no tuning.

@@ -2,9 +2,10 @@
 // on the CPU for testing (tests/test_cuda_emulated.py): one std::thread per CUDA thread, blocks
 // one after another, __syncthreads as a std::barrier over the block, __shared__ as function
 // statics (shared by the threads of the running block), warp shuffles through a block-wide
-// exchange (the kernels call them uniformly in every thread), atomics under a mutex.
-// It checks indexing, masking, synchronization structure and the math; not timing, not the
-// real fragment layouts of tensor cores, not 16-bit rounding.
+// exchange (the kernels call them uniformly in every thread). The kernels use no atomics.
+// It checks indexing, masking, synchronization structure and the math (16-bit and TF32 rounding
+// included, see cuda_fp16.h, cuda_bf16.h, mma.h); not timing, not the real fragment layouts of
+// tensor cores, not races that a barrier-per-step schedule hides.
 #pragma once
 
 #include <barrier>
@@ -12,7 +13,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
-#include <mutex>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -34,17 +34,17 @@ inline dim3 grid_dim, block_dim, block_idx;
 inline thread_local dim3 thread_idx;
 inline std::barrier<>* block_barrier = nullptr;
 inline double shfl_slots[1024];
-inline std::mutex atomic_mutex;
 
 inline unsigned lane() { return thread_idx.x % 32; }
 inline void check_warp_uniform() {}
 
-// Runs kernel() for every thread of a grid of `grid` blocks of `block` threads.
-inline void launch(unsigned grid, unsigned block, const std::function<void()>& kernel) {
-  grid_dim = dim3{grid, 1, 1};
+// Runs kernel() for every thread of a grid of grid.x x grid.y blocks of `block` threads, one
+// block after another.
+inline void launch(dim3 grid, unsigned block, const std::function<void()>& kernel) {
+  grid_dim = grid;
   block_dim = dim3{block, 1, 1};
-  for (unsigned b = 0; b < grid; ++b) {
-    block_idx = dim3{b, 1, 1};
+  for (unsigned b = 0; b < grid.x * grid.y; ++b) {
+    block_idx = dim3{b % grid.x, b / grid.x, 1};
     std::barrier<> bar(static_cast<std::ptrdiff_t>(block));
     block_barrier = &bar;
     std::vector<std::thread> threads;
@@ -79,12 +79,4 @@ V __shfl_xor_sync(unsigned /*mask*/, V v, int lane_mask) {
   const V other = static_cast<V>(emu::shfl_slots[t ^ static_cast<unsigned>(lane_mask)]);
   __syncthreads();
   return other;
-}
-
-template <typename V>
-V atomicAdd(V* p, V v) {
-  std::lock_guard<std::mutex> lock(emu::atomic_mutex);
-  const V old = *p;
-  *p = old + v;
-  return old;
 }

@@ -1,7 +1,14 @@
 // Host emulation stand-in for <mma.h> (tests/cuda_emu): nvcuda::wmma with the documented
 // semantics of load / mma / store on whole 16 x 16 (x K) tiles. Every lane of a warp holds the
 // whole tile (a lane-agnostic stand-in for the opaque fragment layout); lane 0 alone stores.
+// Products of 16-bit or TF32 operands are exact in fp32, accumulation is fp32 (the order within
+// one mma differs from the hardware's), and __float_to_tf32 rounds as cvt.rna.tf32.f32 does.
 #pragma once
+#include <cstdint>
+#include <cstring>
+
+#include "cuda_bf16.h"
+#include "cuda_fp16.h"
 #include "emu_runtime.h"
 namespace nvcuda {
 namespace wmma {
@@ -28,8 +35,8 @@ struct fragment {
 };
 
 inline float to_f(float v) { return v; }
-inline float to_f(double v) { return static_cast<float>(v); }
-template <class H> inline float to_f(const H& h) { return h.v; }
+inline float to_f(__half h) { return __half2float(h); }
+inline float to_f(__nv_bfloat16 h) { return __bfloat162float(h); }
 
 template <class Use, int M, int N, int K, class T, class Layout, class E>
 void load_matrix_sync(fragment<Use, M, N, K, T, Layout>& f, const E* p, unsigned ldm) {
@@ -70,6 +77,14 @@ void store_matrix_sync(float* p, const fragment<accumulator, M, N, K, float>& f,
       (layout == mem_row_major ? p[r * ldm + c] : p[c * ldm + r]) = f.x[r * N + c];
 }
 
-inline float __float_to_tf32(float v) { return v; }
+// Round to nearest, ties away from zero, keeping 10 mantissa bits (the TF32 significand).
+inline float __float_to_tf32(float v) {
+  if (!std::isfinite(v)) return v;
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  u = (u + 0x1000u) & 0xffffe000u;
+  std::memcpy(&v, &u, 4);
+  return v;
+}
 }  // namespace wmma
 }  // namespace nvcuda
