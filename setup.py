@@ -4,7 +4,8 @@ Environment switches:
   GAPOPS_SKIP_CUDA_BUILD=1   never compile csrc/cuda (CPU-only extension)
   GAPOPS_FORCE_CUDA_BUILD=1  fail instead of skipping when CUDA cannot be built
   GAPOPS_CUDA_ARCHS="80;90"  compute capabilities to compile for (default 80 and 90)
-  GAPOPS_CPU_SIMD=auto|avx2|none  vector ISA for the CPU kernels (auto: what this machine has)
+  GAPOPS_CPU_SIMD=auto|avx512|avx2|none  vector ISA for the CPU kernels (auto: what this machine
+                             has; build on the machine that runs it, or pick one explicitly)
   GAPOPS_PTXAS_VERBOSE=1     pass -Xptxas -v to nvcc (registers / spills / smem per kernel, see
                              csrc/cuda/NOTES.md)
   MAX_JOBS=N                 parallel compile jobs (ninja), as torch's cpp_extension reads it
@@ -57,17 +58,21 @@ from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtensio
 
 
 def _cpu_simd_flags():
+    """Vector ISA flags for the CPU kernels: GAPOPS_CPU_SIMD=auto (what this machine has),
+    avx512, avx2 or none. The fused loops use AVX-512 when built with it, else AVX2 + FMA."""
+    avx2 = ["-mavx2", "-mfma", "-mf16c"]
+    avx512 = avx2 + ["-mavx512f"]
     choice = os.environ.get("GAPOPS_CPU_SIMD", "auto").lower()
-    if choice == "none":
-        return []
-    if choice == "avx2":
-        return ["-mavx2", "-mfma", "-mf16c"]
+    if choice in ("none", "avx2", "avx512"):
+        return {"none": [], "avx2": avx2, "avx512": avx512}[choice]
     try:
         with open("/proc/cpuinfo") as f:
-            flags = f.read()
+            flags = set(f.read().split())
     except OSError:
         return []
-    return ["-mavx2", "-mfma", "-mf16c"] if (" avx2" in flags and " fma" in flags and " f16c" in flags) else []
+    if not {"avx2", "fma", "f16c"} <= flags:
+        return []
+    return avx512 if "avx512f" in flags else avx2
 
 
 def _nvidia_wheel_includes():

@@ -24,9 +24,10 @@ constexpr int64_t kMergeColumns = 16384;  // columns per work item of the final 
 
 // The state (M, S) of every row and column starts at (0, 0): M = max(0, terms seen) and S the
 // sum of e^(x - M) over the terms other than the positive (tile_math.h, rel_lse_finalize).
+// Two sweeps over the tile: cosines and maxima, then both exponential sums from one read.
 template <typename T>
 void forward_tile(const StripInputs<T>& in, T* tile, Range rows, Range cols, T* row_m, T* row_s,
-                  T* col_m, T* col_s, T* cmax) {
+                  T* col_m, T* col_s, T* cmax, T* rmax) {
   const T s = in.s;
   const T* sigma = in.sigma + cols.start;
   const T* bp = in.b_pos + cols.start;
@@ -39,21 +40,20 @@ void forward_tile(const StripInputs<T>& in, T* tile, Range rows, Range cols, T* 
     const int64_t p = in.positive_in_tile(i, cols.start, cols.size);
     const int64_t left_end = p < 0 ? cols.size : p, right_start = p < 0 ? cols.size : p + 1;
     const T rho = in.rho[i], ap = in.a_pos[i];
-    T mx = row_m[r];
-    mx = cosines_and_maxima(c, sigma, bp, cmax, 0, left_end, rho, s, ap, mx);
-    mx = cosines_and_maxima(c, sigma, bp, cmax, right_start, cols.size, rho, s, ap, mx);
-    const T sum = row_exp_sum(c, 0, left_end, s, ap, mx) +
-                  row_exp_sum(c, right_start, cols.size, s, ap, mx);
-    row_s[r] = row_s[r] * fast_exp(row_m[r] - mx) + sum;
-    row_m[r] = mx;
+    T mx = cosines_and_maxima(c, sigma, bp, cmax, 0, left_end, rho, s, ap, row_m[r]);
+    rmax[r] = cosines_and_maxima(c, sigma, bp, cmax, right_start, cols.size, rho, s, ap, mx);
   }
   rescale_sums(col_s, col_m, cmax, 0, cols.size);
   for (int64_t r = 0; r < rows.size; ++r) {
+    const int64_t i = rows.start + r;
     const T* c = tile + r * cols.size;
-    const int64_t p = in.positive_in_tile(rows.start + r, cols.start, cols.size);
+    const int64_t p = in.positive_in_tile(i, cols.start, cols.size);
     const int64_t left_end = p < 0 ? cols.size : p, right_start = p < 0 ? cols.size : p + 1;
-    col_exp_add(col_s, c, bp, col_m, 0, left_end, s);
-    col_exp_add(col_s, c, bp, col_m, right_start, cols.size, s);
+    const T ap = in.a_pos[i], mx = rmax[r];
+    const T sum = exp_sums(c, bp, col_m, col_s, 0, left_end, s, ap, mx) +
+                  exp_sums(c, bp, col_m, col_s, right_start, cols.size, s, ap, mx);
+    row_s[r] = row_s[r] * fast_exp(row_m[r] - mx) + sum;
+    row_m[r] = mx;
   }
 }
 
@@ -76,7 +76,7 @@ void strip_forward_cpu_impl(const StripInputs<T>& in, T* row_lse, T* col_lse) {
 
   run_workers(chunks, [&](int64_t, WorkQueue& queue) {
     TileBuffers<T> buf(in, std::min(kRows, n), std::min(kCols, m));
-    std::vector<T> cmax(kCols), row_m(kRows), row_s(kRows);
+    std::vector<T> cmax(kCols), rmax(kRows), row_m(kRows), row_s(kRows);
     for (int64_t chunk; (chunk = queue.take()) >= 0;) {
       T* cm = col_m.data() + chunk * m;
       T* cs = col_s.data() + chunk * m;
@@ -91,7 +91,8 @@ void strip_forward_cpu_impl(const StripInputs<T>& in, T* row_lse, T* col_lse) {
           int64_t ldb;
           const T* B = in.B.block(cols.start, cols.size, buf.b, &ldb);
           tile_dots(A, lda, B, ldb, rows.size, cols.size, in.d, buf.tile);
-          forward_tile(in, buf.tile, rows, cols, row_m.data(), row_s.data(), cm, cs, cmax.data());
+          forward_tile(in, buf.tile, rows, cols, row_m.data(), row_s.data(), cm, cs, cmax.data(),
+                       rmax.data());
         }
         for (int64_t r = 0; r < rows.size; ++r)
           row_lse[rows.start + r] = rel_lse_finalize(row_m[r], row_s[r], true);

@@ -1,0 +1,110 @@
+// Float vectors for the CPU strip's fused loops: the widest the build allows (AVX-512, else
+// AVX2 + FMA), behind one small interface so that tile_loops.h writes each loop once.
+// GAPOPS_SIMD_WIDTH is 16, 8, or 0 when the build has neither (scalar loops only).
+#pragma once
+
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+#include <immintrin.h>
+#endif
+
+namespace gapops {
+namespace simd {
+
+#if defined(__AVX512F__)
+#define GAPOPS_SIMD_WIDTH 16
+struct Vec {
+  using R = __m512;
+  static constexpr int kWidth = 16;
+  static R load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, R v) { _mm512_storeu_ps(p, v); }
+  static R set1(float v) { return _mm512_set1_ps(v); }
+  static R zero() { return _mm512_setzero_ps(); }
+  static R add(R a, R b) { return _mm512_add_ps(a, b); }
+  static R sub(R a, R b) { return _mm512_sub_ps(a, b); }
+  static R mul(R a, R b) { return _mm512_mul_ps(a, b); }
+  static R fmadd(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }  // a b + c
+  static R fmsub(R a, R b, R c) { return _mm512_fmsub_ps(a, b, c); }  // a b - c
+  // max(a, b) with b returned where a is NaN (as x > m ? x : m with a = x, b = m)
+  static R max(R a, R b) { return _mm512_max_ps(a, b); }
+  static float hsum(R v) { return _mm512_reduce_add_ps(v); }
+  static float hmax(R v) { return _mm512_reduce_max_ps(v); }
+
+  // fast_exp of tile_math.h, 16 wide: same reduction and polynomial, 0 below -87.3, NaN stays.
+  static R exp(R x) {
+    const __mmask16 under = _mm512_cmp_ps_mask(x, set1(-87.3365447504019f), _CMP_LT_OQ);
+    const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+    const R xc = _mm512_max_ps(_mm512_min_ps(x, set1(88.3762626647949f)), set1(-87.3365447504019f));
+    const R k = _mm512_roundscale_ps(fmadd(xc, set1(1.44269504088896341f), set1(0.5f)),
+                                     _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    R r = _mm512_fnmadd_ps(k, set1(0.693359375f), xc);
+    r = _mm512_fnmadd_ps(k, set1(-2.12194440e-4f), r);
+    R p = set1(1.9875691500e-4f);
+    p = fmadd(p, r, set1(1.3981999507e-3f));
+    p = fmadd(p, r, set1(8.3334519073e-3f));
+    p = fmadd(p, r, set1(4.1665795894e-2f));
+    p = fmadd(p, r, set1(1.6666665459e-1f));
+    p = fmadd(p, r, set1(5.0000001201e-1f));
+    p = fmadd(mul(p, r), r, add(r, set1(1.0f)));
+    const __m512i e = _mm512_slli_epi32(
+        _mm512_add_epi32(_mm512_cvtps_epi32(k), _mm512_set1_epi32(127)), 23);
+    R y = mul(p, _mm512_castsi512_ps(e));
+    y = _mm512_mask_blend_ps(under, y, zero());
+    return _mm512_mask_blend_ps(nan, y, x);
+  }
+};
+#elif defined(__AVX2__) && defined(__FMA__)
+#define GAPOPS_SIMD_WIDTH 8
+struct Vec {
+  using R = __m256;
+  static constexpr int kWidth = 8;
+  static R load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, R v) { _mm256_storeu_ps(p, v); }
+  static R set1(float v) { return _mm256_set1_ps(v); }
+  static R zero() { return _mm256_setzero_ps(); }
+  static R add(R a, R b) { return _mm256_add_ps(a, b); }
+  static R sub(R a, R b) { return _mm256_sub_ps(a, b); }
+  static R mul(R a, R b) { return _mm256_mul_ps(a, b); }
+  static R fmadd(R a, R b, R c) { return _mm256_fmadd_ps(a, b, c); }
+  static R fmsub(R a, R b, R c) { return _mm256_fmsub_ps(a, b, c); }
+  static R max(R a, R b) { return _mm256_max_ps(a, b); }
+  static float hsum(R v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+  }
+  static float hmax(R v) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+  }
+
+  // fast_exp of tile_math.h, 8 wide: same reduction and polynomial, 0 below -87.3, NaN stays.
+  static R exp(R x) {
+    const R under = _mm256_cmp_ps(x, set1(-87.3365447504019f), _CMP_LT_OQ);
+    const R nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
+    const R xc = _mm256_max_ps(_mm256_min_ps(x, set1(88.3762626647949f)), set1(-87.3365447504019f));
+    const R k = _mm256_floor_ps(fmadd(xc, set1(1.44269504088896341f), set1(0.5f)));
+    R r = _mm256_fnmadd_ps(k, set1(0.693359375f), xc);
+    r = _mm256_fnmadd_ps(k, set1(-2.12194440e-4f), r);
+    R p = set1(1.9875691500e-4f);
+    p = fmadd(p, r, set1(1.3981999507e-3f));
+    p = fmadd(p, r, set1(8.3334519073e-3f));
+    p = fmadd(p, r, set1(4.1665795894e-2f));
+    p = fmadd(p, r, set1(1.6666665459e-1f));
+    p = fmadd(p, r, set1(5.0000001201e-1f));
+    p = fmadd(mul(p, r), r, add(r, set1(1.0f)));
+    const __m256i e = _mm256_slli_epi32(
+        _mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+    R y = mul(p, _mm256_castsi256_ps(e));
+    y = _mm256_blendv_ps(y, zero(), under);
+    return _mm256_blendv_ps(y, x, nan);
+  }
+};
+#else
+#define GAPOPS_SIMD_WIDTH 0
+#endif
+
+}  // namespace simd
+}  // namespace gapops
