@@ -7,7 +7,8 @@ Environment switches:
   GAPOPS_CPU_SIMD=auto|avx512|avx2|none  vector ISA for the CPU kernels (auto: what this machine
                              has; build on the machine that runs it, or pick one explicitly)
   GAPOPS_PTXAS_VERBOSE=1     pass -Xptxas -v to nvcc (registers / spills / smem per kernel, see
-                             csrc/cuda/NOTES.md)
+                             docs/cuda.md); runtime switches (GAPOPS_CUDA_SCRATCH_MB, GAPOPS_TRITON_BWD, ...)
+                             are listed in docs/cuda.md and docs/triton.md
   MAX_JOBS=N                 parallel compile jobs (ninja), as torch's cpp_extension reads it
   CUDA_HOME=/path            the CUDA toolkit (found from nvcc when unset)
 """
@@ -104,7 +105,9 @@ def extensions():
     # -fopenmp: at::parallel_for is header-inline and runs serially in a translation unit built
     # without it (the CPU strip's work distribution needs a real parallel region; the extension
     # then shares torch's own libgomp, already loaded under the same soname).
-    cxx = ["-O3", "-fopenmp", f'-DGAPOPS_TORCH_VERSION="{torch.__version__}"']
+    # -ffp-contract=off: the CPU strip recomputes terms whose maxima it took earlier and relies on
+    # identical roundings (csrc/cpu/tile_loops.h); its vector loops use FMA explicitly.
+    cxx = ["-O3", "-fopenmp", "-ffp-contract=off", f'-DGAPOPS_TORCH_VERSION="{torch.__version__}"']
     cxx += _cpu_simd_flags()
     # csrc/testing: the test-only ops (torch.ops.gapops_testing), compiled into every build.
     sources = (["csrc/ops.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))

@@ -28,7 +28,7 @@ imported; a crash, a hang or a leak costs only that method), with a time cap of
 min(--method-cap, what is left of --budget); a killed method keeps the cases it finished. Each
 case writes one JSON line as soon as it is measured: status (ok / OOM / error / unavailable /
 timeout), the median step time, the first call's time (compiles, autotuning), TFLOP/s counted as
-8 N^2 d per step (DESIGN.md section 4, whatever the method really computes), the rate of the dense
+8 N^2 d per step (docs/design.md section 4, whatever the method really computes), the rate of the dense
 product torch.mm([N, d], [d, N]) in the same dtype measured in the same process, the fraction of
 it, and peak memory (torch.cuda.max_memory_allocated over one step: in all, and above the inputs).
 gpu_report.py turns the lines into Markdown.

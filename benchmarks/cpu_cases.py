@@ -1,7 +1,7 @@
 """The CPU contestants of issue 2, shared by the timing benchmark and the peak-memory probe.
 
 Each contestant is a forward+backward step on fp32 features [N, d]; "floor" is the four N x N x d
-products alone (DESIGN.md section 4), torch.mm on the same machine.
+products alone (docs/design.md section 4), torch.mm on the same machine.
 """
 from __future__ import annotations
 

@@ -47,8 +47,8 @@ def main(path, big=False):
     lines = [f"## CPU: fused `cpu` backend vs peers (fp32, forward+backward)", "",
              f"Measured {datetime.date.today()} on {machine()}; median of pytest-benchmark rounds, "
              "each case side by side in one run (`pytest benchmarks/bench_cpu.py`). "
-             "Floor = the four N×N×d products alone (torch.mm). Peak = extra max RSS of one step in a "
-             "fresh process.", "",
+             "Floor = the four N×N×d products alone (torch.mm). Peak = the extra resident memory of "
+             "one step in a fresh process (peak RSS reset before the step, `cpu_peak_memory.py`).", "",
              "| N | d | gapops ms | naive ms | compile ms | floor ms | vs naive | vs compile | vs open_clip | vs floor | peak gapops MiB | peak naive MiB |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for n, d in sizes:

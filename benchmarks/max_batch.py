@@ -4,7 +4,7 @@
     python3 benchmarks/max_batch.py --dry-run --json mb.json      # CPU, tiny sizes, the plumbing only
 
 Per method, N starts at --start-n and doubles until the step runs out of memory, N would exceed
---max-n (DESIGN.md's target: N = 1,048,576 in one 80 GB GPU), or the NEXT step would not fit the
+--max-n (docs/design.md's target: N = 1,048,576 in one 80 GB GPU), or the NEXT step would not fit the
 time left: the fused methods are compute-bound, so the step at 2N is predicted at 4x the step at N
 and is not started when that prediction exceeds what is left of the method's cap. The method runs
 in a child process that is killed at its cap in any case (a step at N = 2^20 takes ~100 s on the

@@ -39,7 +39,9 @@ pybind11::dict build_info() {
   info["cuda"] = false;
   info["cuda_archs"] = std::string();
 #endif
-#ifdef __AVX2__
+#if defined(__AVX512F__)
+  info["cpu_simd"] = std::string("avx512");
+#elif defined(__AVX2__)
   info["cpu_simd"] = std::string("avx2");
 #else
   info["cpu_simd"] = std::string("baseline");

@@ -1,6 +1,6 @@
 """``ContrastiveLoss``: the nn.Module drop-in for open_clip's ``ClipLoss``.
 
-It takes ClipLoss's constructor arguments with their meaning (docs/open_clip.md) and its forward
+It takes ClipLoss's constructor arguments with their meaning (docs/distributed.md) and its forward
 signature ``(image_features, text_features, logit_scale, logit_bias=None, output_dict=False)``, so
 open_clip's trainer call ``loss(**model_out, output_dict=True)`` works unchanged.
 """

@@ -1,6 +1,6 @@
 """The naive contrastive loss in plain torch: the oracle every backend is tested against.
 
-It materializes the N x N logits, exactly what DESIGN.md section 1 writes down, and relies on
+It materializes the N x N logits, exactly what docs/design.md section 1 writes down, and relies on
 torch autograd for every gradient. Half-precision inputs are promoted to float32 so that the
 oracle itself accumulates in fp32 (tests run it in float64).
 """

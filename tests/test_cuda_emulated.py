@@ -27,7 +27,7 @@ import pytest
 import torch
 
 from gapops.reference import reference_strip_backward, reference_strip_forward
-from helpers import TOL
+from helpers import TOL, rel_err
 from test_strip import STRIPS, acc_of, assert_close, make_strip, strip_args
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cuda_emu")
@@ -202,10 +202,6 @@ def test_emulated_nan_propagates(lib, swap_cols):
     assert torch.isnan(gs) and torch.isnan(gb).all() and torch.isnan(ga[3]).all()
 
 
-def plain_rel_err(got, want):
-    return float((got.double() - want).norm() / want.norm())
-
-
 @pytest.mark.parametrize("swap_cols", [False, True])
 def test_emulated_fp16_tiny_weights(lib, swap_cols):
     """g ~ 1e-9 (N = 1e9 rows' worth of 1/N): s rho sigma G falls below fp16's smallest subnormal
@@ -214,10 +210,10 @@ def test_emulated_fp16_tiny_weights(lib, swap_cols):
     case = make_strip(70, 90, 24, 10, torch.float16, seed=4, device="cpu", swap_cols=swap_cols)
     got_f, want_f, got_b, want_b, _ = run_emulated(EmulatedCuda(lib), case, torch.float16, g_scale=1e-9)
     for name, gv, wv in zip(("grad_a", "grad_b"), got_b[:2], want_b[:2]):
-        assert plain_rel_err(gv, wv) < TOL[torch.float16][1], name
+        assert rel_err(gv, wv) < TOL[torch.float16][1], name
     _, _, off_b, want_b, _ = run_emulated(EmulatedCuda(lib, h_scale=False), case, torch.float16,
                                           g_scale=1e-9)
-    assert plain_rel_err(off_b[1], want_b[1]) > 0.5  # H underflows without the scaling
+    assert rel_err(off_b[1], want_b[1]) > 0.5  # H underflows without the scaling
 
 
 def test_emulated_deterministic_mode_repeats_bits(lib):

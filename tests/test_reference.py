@@ -9,24 +9,42 @@ from gapops.reference import (reference_contrastive_loss, reference_strip_backwa
 from helpers import rand_inputs, rel_err
 
 
+def strip_args(a, b, s, offset, inv_a, inv_b, cos):
+    """Strip arguments for rows a against columns b, no swap (docs/design.md section 2.1)."""
+    n = a.shape[0]
+    return (a, a, None, b, b, None, inv_a, inv_b, cos[offset:offset + n], cos, s, offset)
+
+
 def test_strip_with_offset_is_a_slice_of_the_full_strip():
     x, y, s = rand_inputs(12, 5, seed=1)
-    r_full, c_full, p_full = reference_strip_forward(x, y, s, 0)
-    r, c_part, p = reference_strip_forward(x[4:9], y, s, 4)
-    assert torch.allclose(r, r_full[4:9]) and torch.allclose(p, p_full[4:9])
-    # Column partial LSEs over disjoint row blocks combine into the full column LSE.
-    parts = torch.stack([reference_strip_forward(x[i:i + 4], y, s, i)[1] for i in (0, 4, 8)])
-    assert torch.allclose(parts.logsumexp(0), c_full)
+    inv_x, inv_y = 1 / x.norm(dim=1), 1 / y.norm(dim=1)
+    cos = (x * y).sum(1) * inv_x * inv_y
+    r_full, c_full = reference_strip_forward(*strip_args(x, y, s, 0, inv_x, inv_y, cos))
+    r, _ = reference_strip_forward(*strip_args(x[4:9], y, s, 4, inv_x[4:9], inv_y, cos))
+    assert torch.allclose(r, r_full[4:9])
+    # Column statistics over disjoint row blocks combine into the full ones: log1p of the sum of
+    # expm1(part) where the block holds the column's positive and exp(part) where it does not.
+    total = torch.zeros(12, dtype=torch.float64)
+    for i in (0, 4, 8):
+        part = reference_strip_forward(*strip_args(x[i:i + 4], y, s, i, inv_x[i:i + 4], inv_y,
+                                                   cos))[1]
+        own = torch.zeros(12, dtype=torch.bool)
+        own[i:i + 4] = True
+        total += torch.where(own, torch.expm1(part), torch.exp(part))
+    assert torch.allclose(torch.log1p(total), c_full)
 
 
 def test_strip_backward_is_the_autograd_gradient():
+    """Unit inverse norms (normalize=False): the strip's gradients are the whole gradients."""
     x, y, s = rand_inputs(10, 6, seed=2)
     a, b, sc = x.clone().requires_grad_(), y.clone().requires_grad_(), s.clone().requires_grad_()
     loss = reference_contrastive_loss(a, b, sc, normalize=False, reduction="sum")
     da, db, ds = torch.autograd.grad(loss, (a, b, sc))
-    r, c, _ = reference_strip_forward(x, y, s, 0)
+    ones = torch.ones(10, dtype=torch.float64)
+    args = strip_args(x, y, s, 0, ones, ones, (x * y).sum(1))
+    r, c = reference_strip_forward(*args)
     half = torch.full((10,), 0.5, dtype=torch.float64)
-    ga, gb, gs = reference_strip_backward(x, y, s, 0, r, c, half, half)
+    ga, gb, gs = reference_strip_backward(*args, r, c, half, half)
     assert rel_err(ga, da) < 1e-12 and rel_err(gb, db) < 1e-12 and rel_err(gs, ds) < 1e-12
 
 

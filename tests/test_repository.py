@@ -29,7 +29,9 @@ def test_no_tracked_file_refers_outside_the_repository():
 
 def test_every_markdown_link_and_named_markdown_file_exists():
     missing = []
-    for path in tracked_text_files():
+    files = tracked_text_files()
+    basenames = {os.path.basename(p) for p in files}
+    for path in files:
         text = read(path)
         base = os.path.dirname(path)
         if path.endswith(".md"):  # [text](relative/path) links
@@ -38,7 +40,11 @@ def test_every_markdown_link_and_named_markdown_file_exists():
                     continue
                 if not os.path.exists(os.path.join(ROOT, base, target)):
                     missing.append(f"{path}: link {target}")
-        for named in re.findall(r"\b((?:docs|benchmarks)/[\w./-]+\.md)\b", text):
-            if not os.path.exists(os.path.join(ROOT, named)):
+        for named in re.findall(r"(?<![\w./:$-])((?:[\w-]+/)+[\w.-]+\.md)\b", text):
+            # from the root, or the tail of a tracked path (package data is named from its package)
+            if not any(p == named or p.endswith("/" + named) for p in files):
                 missing.append(f"{path}: names {named}")
+        for bare in re.findall(r"(?<![/\w.-])([A-Z][A-Z_]+\.md)\b", text):
+            if bare not in basenames:
+                missing.append(f"{path}: names {bare}, which no tracked file is called")
     assert not missing, "\n".join(missing)

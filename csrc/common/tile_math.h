@@ -14,7 +14,7 @@
 
 namespace gapops {
 
-// exp(x) for float without a libm call, so that loops over tiles vectorize (AVX2 on the CPU).
+// exp(x) for float without a libm call (csrc/cpu/simd.h has its AVX-512 / AVX2 twins).
 // Cody-Waite reduction x = k ln2 + r, |r| <= ln2/2, then a degree-6 polynomial: <= 2 ulp on
 // [-87, 88]. Below -87.3 it returns 0 (e^-87.3 is the smallest normal float); NaN stays NaN
 // because comparisons with NaN are false and the polynomial of NaN is NaN.
@@ -43,6 +43,14 @@ GAPOPS_HD float fast_exp(float x) {
 
 GAPOPS_HD double fast_exp(double x) { return exp(x); }
 
+// min(x, 0), keeping NaN. For the argument of an exp that is <= 0 in exact arithmetic (a term
+// minus its running maximum, or minus its complete log-sum-exp) but may round above 0: at a huge
+// scale (1e21) the rounding error alone is ~1e14, which would overflow the exp.
+template <typename T>
+GAPOPS_HD T at_most_zero(T x) {
+  return x > T(0) ? T(0) : x;
+}
+
 // Merge a running log-sum-exp state (m, s) = (max, sum e^(x - max)) with another one (m2, s2).
 // Two empty states (max = -inf) stay empty instead of producing NaN; a NaN max propagates.
 template <typename T>
@@ -51,29 +59,6 @@ GAPOPS_HD void lse_merge(T& m, T& s, T m2, T s2) {
   if (mn == -INFINITY) return;
   s = s * fast_exp(m - mn) + s2 * fast_exp(m2 - mn);
   m = mn;
-}
-
-template <typename T>
-GAPOPS_HD T lse_finalize(T m, T s) {
-  return m + log(s);
-}
-
-// The (max, sum e^(x - max)) state of scale * x[0], scale * x[step], ... (count terms): what one
-// GPU thread folds over its share of a logits tile row or column before the threads' states are
-// combined with lse_merge. count <= 0 gives the empty state (-inf, 0).
-template <typename T>
-GAPOPS_HD void lse_partial(const T* x, int count, int step, T scale, T& m, T& s) {
-  T mx = -INFINITY;
-  for (int k = 0; k < count; ++k) {
-    const T v = scale * x[k * step];
-    mx = (v > mx || v != v) ? v : mx;  // a NaN term makes the state NaN
-  }
-  T sum = 0;
-  if (mx != -INFINITY) {
-    for (int k = 0; k < count; ++k) sum += fast_exp(scale * x[k * step] - mx);
-  }
-  m = mx;
-  s = sum;
 }
 
 // Relative statistics (docs/design.md section 2.1). A row's (or column's) running state is
@@ -96,25 +81,17 @@ GAPOPS_HD T positive_grad_weight(T g_row, T row_lse, T g_col, T col_lse) {
 }
 
 // G_ij at a pair that is not a positive (docs/design.md section 2.1), from the cosine's offsets
-// dr = cos_ij - a_pos_i and dc = cos_ij - b_pos_j: g_row e^(s dr - row_lse) + g_col e^(s dc - col_lse).
+// dr = cos_ij - a_pos_i and dc = cos_ij - b_pos_j: g_row e^(s dr - row_lse) + g_col e^(s dc - col_lse)
+// (each exponent <= 0 exactly: row_lse >= log(1 + e^(s dr)), so it is clamped there).
 // scale_term receives the pair's share of grad_scale, g_row P dr + g_col Q dc (a small probability
 // times a cosine difference: the cancellation-free form).
 template <typename T>
 GAPOPS_HD T pair_grad_weight(T s, T dr, T dc, T row_lse, T col_lse, T g_row, T g_col,
                              T& scale_term) {
-  const T gp = g_row * fast_exp(s * dr - row_lse);
-  const T gq = g_col * fast_exp(s * dc - col_lse);
+  const T gp = g_row * fast_exp(at_most_zero(s * dr - row_lse));
+  const T gq = g_col * fast_exp(at_most_zero(s * dc - col_lse));
   scale_term = gp * dr + gq * dc;
   return gp + gq;
-}
-
-// v1 form (absolute statistics), kept only while csrc/cuda/strip_kernels.cuh still calls it:
-// G_ij for one logit L_ij = s a_i.b_j. The positive's g - (g_row + g_col) cancels; v2 uses
-// positive_grad_weight and pair_grad_weight instead.
-template <typename T>
-GAPOPS_HD T grad_weight(T logit, T row_lse, T col_lse, T g_row, T g_col, bool positive) {
-  T g = g_row * fast_exp(logit - row_lse) + g_col * fast_exp(logit - col_lse);
-  return positive ? g - (g_row + g_col) : g;
 }
 
 }  // namespace gapops

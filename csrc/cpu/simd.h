@@ -12,6 +12,10 @@ namespace simd {
 
 #if defined(__AVX512F__)
 #define GAPOPS_SIMD_WIDTH 16
+// The merge-masked forms with all 16 lanes selected (kAll) are the plain instructions; they are
+// spelled so because GCC 12's plain forms pass _mm512_undefined_ps() through and trigger false
+// -Wmaybe-uninitialized warnings.
+constexpr __mmask16 kAll = 0xFFFF;
 struct Vec {
   using R = __m512;
   static constexpr int kWidth = 16;
@@ -25,17 +29,34 @@ struct Vec {
   static R fmadd(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }  // a b + c
   static R fmsub(R a, R b, R c) { return _mm512_fmsub_ps(a, b, c); }  // a b - c
   // max(a, b) with b returned where a is NaN (as x > m ? x : m with a = x, b = m)
-  static R max(R a, R b) { return _mm512_max_ps(a, b); }
-  static float hsum(R v) { return _mm512_reduce_add_ps(v); }
-  static float hmax(R v) { return _mm512_reduce_max_ps(v); }
+  static R max(R a, R b) { return _mm512_mask_max_ps(a, kAll, a, b); }
+  // min(x, 0), NaN kept (the second operand is returned when either is NaN): at_most_zero
+  static R at_most_zero(R x) { return _mm512_mask_min_ps(x, kAll, zero(), x); }
+  // Horizontal reductions through memory: once per row segment, so their cost does not matter,
+  // and GCC 12's 512 -> 256 bit casts would warn as above.
+  static float hsum(R v) {
+    alignas(64) float t[16];
+    _mm512_store_ps(t, v);
+    float sum = 0;
+    for (float x : t) sum += x;
+    return sum;
+  }
+  static float hmax(R v) {
+    alignas(64) float t[16];
+    _mm512_store_ps(t, v);
+    float m = t[0];
+    for (float x : t) m = x > m ? x : m;
+    return m;
+  }
 
   // fast_exp of tile_math.h, 16 wide: same reduction and polynomial, 0 below -87.3, NaN stays.
   static R exp(R x) {
     const __mmask16 under = _mm512_cmp_ps_mask(x, set1(-87.3365447504019f), _CMP_LT_OQ);
     const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
-    const R xc = _mm512_max_ps(_mm512_min_ps(x, set1(88.3762626647949f)), set1(-87.3365447504019f));
-    const R k = _mm512_roundscale_ps(fmadd(xc, set1(1.44269504088896341f), set1(0.5f)),
-                                     _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    const R xc = max(_mm512_mask_min_ps(x, kAll, x, set1(88.3762626647949f)),
+                     set1(-87.3365447504019f));
+    const R k = _mm512_mask_roundscale_ps(xc, kAll, fmadd(xc, set1(1.44269504088896341f), set1(0.5f)),
+                                          _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
     R r = _mm512_fnmadd_ps(k, set1(0.693359375f), xc);
     r = _mm512_fnmadd_ps(k, set1(-2.12194440e-4f), r);
     R p = set1(1.9875691500e-4f);
@@ -45,8 +66,9 @@ struct Vec {
     p = fmadd(p, r, set1(1.6666665459e-1f));
     p = fmadd(p, r, set1(5.0000001201e-1f));
     p = fmadd(mul(p, r), r, add(r, set1(1.0f)));
-    const __m512i e = _mm512_slli_epi32(
-        _mm512_add_epi32(_mm512_cvtps_epi32(k), _mm512_set1_epi32(127)), 23);
+    const __m512i zi = _mm512_setzero_si512();
+    const __m512i e = _mm512_mask_slli_epi32(
+        zi, kAll, _mm512_add_epi32(_mm512_mask_cvtps_epi32(zi, kAll, k), _mm512_set1_epi32(127)), 23);
     R y = mul(p, _mm512_castsi512_ps(e));
     y = _mm512_mask_blend_ps(under, y, zero());
     return _mm512_mask_blend_ps(nan, y, x);
@@ -67,6 +89,7 @@ struct Vec {
   static R fmadd(R a, R b, R c) { return _mm256_fmadd_ps(a, b, c); }
   static R fmsub(R a, R b, R c) { return _mm256_fmsub_ps(a, b, c); }
   static R max(R a, R b) { return _mm256_max_ps(a, b); }
+  static R at_most_zero(R x) { return _mm256_min_ps(zero(), x); }
   static float hsum(R v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));

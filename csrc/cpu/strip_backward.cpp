@@ -100,15 +100,15 @@ double backward_one_pass(const StripInputs<T>& in, const Stats<T>& st, T* grad_a
         ds += backward_tile(in, st, buf.tile, rows, cols);
         tile_grad_rows(buf.tile, B, ldb, rows.size, cols.size, d, t > 0, dA);
         T* dB = grad_b + cols.start * d;
-        if (locks[jt].try_lock()) {
+        std::unique_lock<std::mutex> hold(locks[jt], std::try_to_lock);
+        if (hold.owns_lock()) {
           tile_grad_cols(buf.tile, A, lda, rows.size, cols.size, d, true, dB);
-          locks[jt].unlock();
         } else {
           if (!private_storage.defined())
             private_storage = at::empty({std::min(kCols, m) * d}, buf.tile_storage.options());
           T* own = private_storage.data_ptr<T>();
           tile_grad_cols(buf.tile, A, lda, rows.size, cols.size, d, false, own);
-          std::lock_guard<std::mutex> hold(locks[jt]);
+          hold.lock();
           add_into(dB, own, cols.size * d);
         }
       }

@@ -19,7 +19,8 @@ constexpr int64_t kCols = 512;
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Rows [i0, i0 + rows) of a side cut into blocks of `size`.
+// Rows (or columns) [start, start + size); block_range(k, block, total) is the k-th block of
+// `block` of them out of `total` (the last one may be short).
 struct Range {
   int64_t start, size;
 };

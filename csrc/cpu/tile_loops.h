@@ -35,14 +35,18 @@ inline T cosines_and_maxima(T* c, const T* sigma, const T* bp, T* cmax, int64_t 
 }
 
 // Forward, second pass over a row (after the column sums were moved to the maxima cmax):
-// csum[j] += exp(s (cos_j - bp[j]) - cmax[j]); returns sum_j exp(s (cos_j - ap) - rmax).
+// csum[j] += exp(s (cos_j - bp[j]) - cmax[j]); returns sum_j exp(s (cos_j - ap) - rmax). Each
+// term is recomputed with exactly the roundings of the first pass (a product, then the
+// difference: no fused multiply-add, and the build has -ffp-contract=off), so the maximal term
+// gives exp(0) = 1 exactly: at a scale of 1e21 a fused product would be off by ~1e14 and turn it
+// into exp(+-1e14). at_most_zero is a second guard.
 template <typename T>
 inline T exp_sums(const T* c, const T* bp, const T* cmax, T* csum, int64_t lo, int64_t hi, T s,
                   T ap, T rmax) {
   T rsum = 0;
   for (int64_t j = lo; j < hi; ++j) {
-    rsum += fast_exp(s * (c[j] - ap) - rmax);
-    csum[j] += fast_exp(s * (c[j] - bp[j]) - cmax[j]);
+    rsum += fast_exp(at_most_zero(s * (c[j] - ap) - rmax));
+    csum[j] += fast_exp(at_most_zero(s * (c[j] - bp[j]) - cmax[j]));
   }
   return rsum;
 }
@@ -121,9 +125,10 @@ inline float exp_sums(const float* c, const float* bp, const float* cmax, float*
   int64_t j = lo;
   for (; j + V::kWidth <= hi; j += V::kWidth) {
     const V::R cs = V::load(c + j);
-    rsum = V::add(rsum, V::exp(V::fmsub(vs, V::sub(cs, vap), vrmax)));
-    const V::R xc = V::fmsub(vs, V::sub(cs, V::load(bp + j)), V::load(cmax + j));
-    V::store(csum + j, V::add(V::load(csum + j), V::exp(xc)));
+    const V::R xr = V::sub(V::mul(vs, V::sub(cs, vap)), vrmax);
+    rsum = V::add(rsum, V::exp(V::at_most_zero(xr)));
+    const V::R xc = V::sub(V::mul(vs, V::sub(cs, V::load(bp + j))), V::load(cmax + j));
+    V::store(csum + j, V::add(V::load(csum + j), V::exp(V::at_most_zero(xc))));
   }
   return V::hsum(rsum) + scalar::exp_sums(c, bp, cmax, csum, j, hi, s, ap, rmax);
 }
@@ -149,8 +154,9 @@ inline float grad_weights(float* c, const float* sigma, const float* bp, const f
     const V::R sig = V::load(sigma + j);
     const V::R cs = V::mul(V::mul(vrho, sig), V::load(c + j));
     const V::R dr = V::sub(cs, vap), dc = V::sub(cs, V::load(bp + j));
-    const V::R gp = V::mul(vgr, V::exp(V::fmsub(vs, dr, vrl)));
-    const V::R gq = V::mul(V::load(gc + j), V::exp(V::fmsub(vs, dc, V::load(cl + j))));
+    const V::R gp = V::mul(vgr, V::exp(V::at_most_zero(V::fmsub(vs, dr, vrl))));
+    const V::R gq =
+        V::mul(V::load(gc + j), V::exp(V::at_most_zero(V::fmsub(vs, dc, V::load(cl + j)))));
     acc = V::fmadd(gp, dr, V::fmadd(gq, dc, acc));
     V::store(c + j, V::mul(V::mul(vh, sig), V::add(gp, gq)));
   }

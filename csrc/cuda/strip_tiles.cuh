@@ -139,7 +139,9 @@ __device__ __forceinline__ void rel_fold(const Acc* p, int first, int end, int s
   Acc acc = 0;
   for (int k = first; k < end; k += stride) {
     if (k == skip) continue;
-    acc += fast_exp(s * (p[k * ld] - pos) - mx);
+    // at_most_zero: nvcc may contract this into an fma whose rounding differs from the max's
+    // (by ~1e14 at a scale of 1e21), which would overflow the exp
+    acc += fast_exp(at_most_zero(s * (p[k * ld] - pos) - mx));
   }
   M = mx;
   sum = acc;

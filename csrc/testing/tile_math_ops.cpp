@@ -68,69 +68,6 @@ std::tuple<at::Tensor, at::Tensor> tile_lse_merge(const at::Tensor& m_in, const 
   return {m, s};
 }
 
-at::Tensor tile_lse_finalize(const at::Tensor& m_in, const at::Tensor& s_in) {
-  check_float(m_in, "m");
-  check_like(m_in, s_in, "s");
-  const at::Tensor m = m_in.contiguous(), s = s_in.contiguous();
-  at::Tensor out = at::empty_like(m);
-  float_dispatch(m, [&](auto t) {
-    using T = decltype(t);
-    for (int64_t k = 0; k < m.numel(); ++k)
-      out.data_ptr<T>()[k] = lse_finalize(m.data_ptr<T>()[k], s.data_ptr<T>()[k]);
-  });
-  return out;
-}
-
-at::Tensor tile_lse_rows(const at::Tensor& x_in, const at::Tensor& scale, int64_t split) {
-  check_float(x_in, "x");
-  TORCH_CHECK(x_in.dim() == 2, "x must be 2-D");
-  TORCH_CHECK(split >= 1 && split <= 64, "split must be in [1, 64]");
-  TORCH_CHECK(scale.numel() == 1, "scale must hold one value");
-  const at::Tensor x = x_in.contiguous();
-  const int64_t rows = x.size(0), cols = x.size(1);
-  at::Tensor out = at::empty({rows}, x.options());
-  float_dispatch(x, [&](auto t) {
-    using T = decltype(t);
-    const T s = scale.item<double>();
-    for (int64_t r = 0; r < rows; ++r) {
-      const T* row = x.data_ptr<T>() + r * cols;
-      T m = -INFINITY, sum = 0;  // the running state, as a kernel's registers
-      for (int64_t h = 0; h < split; ++h) {
-        const int count = static_cast<int>((cols - h + split - 1) / split);
-        T hm, hs;
-        lse_partial(row + h, count, static_cast<int>(split), s, hm, hs);
-        lse_merge(m, sum, hm, hs);
-      }
-      out.data_ptr<T>()[r] = lse_finalize(m, sum);
-    }
-  });
-  return out;
-}
-
-at::Tensor tile_grad_weight(const at::Tensor& logit_in, const at::Tensor& row_lse,
-                            const at::Tensor& col_lse, const at::Tensor& g_row,
-                            const at::Tensor& g_col, const at::Tensor& positive) {
-  check_float(logit_in, "logit");
-  check_like(logit_in, row_lse, "row_lse");
-  check_like(logit_in, col_lse, "col_lse");
-  check_like(logit_in, g_row, "g_row");
-  check_like(logit_in, g_col, "g_col");
-  TORCH_CHECK(positive.scalar_type() == at::kBool && positive.sizes() == logit_in.sizes(),
-              "positive must be a bool tensor shaped like logit");
-  const at::Tensor l = logit_in.contiguous(), rl = row_lse.contiguous(), cl = col_lse.contiguous();
-  const at::Tensor gr = g_row.contiguous(), gc = g_col.contiguous(), pos = positive.contiguous();
-  at::Tensor out = at::empty_like(l);
-  float_dispatch(l, [&](auto t) {
-    using T = decltype(t);
-    const bool* pp = pos.data_ptr<bool>();
-    for (int64_t k = 0; k < l.numel(); ++k)
-      out.data_ptr<T>()[k] = grad_weight(l.data_ptr<T>()[k], rl.data_ptr<T>()[k],
-                                         cl.data_ptr<T>()[k], gr.data_ptr<T>()[k],
-                                         gc.data_ptr<T>()[k], pp[k]);
-  });
-  return out;
-}
-
 at::Tensor tile_rel_lse_finalize(const at::Tensor& m_in, const at::Tensor& s_in,
                                  const at::Tensor& has_positive) {
   check_float(m_in, "m");
@@ -199,25 +136,18 @@ std::tuple<at::Tensor, at::Tensor> tile_pair_grad_weight(
 TORCH_LIBRARY(gapops_testing, m) {
   m.def("fast_exp(Tensor x) -> Tensor");
   m.def("lse_merge(Tensor m, Tensor s, Tensor m2, Tensor s2) -> (Tensor, Tensor)");
-  m.def("lse_finalize(Tensor m, Tensor s) -> Tensor");
-  m.def("lse_rows(Tensor x, Tensor scale, int split) -> Tensor");
   m.def("rel_lse_finalize(Tensor m, Tensor s, Tensor has_positive) -> Tensor");
   m.def("positive_grad_weight(Tensor g_row, Tensor row_lse, Tensor g_col, Tensor col_lse) -> Tensor");
   m.def("pair_grad_weight(Tensor scale, Tensor dr, Tensor dc, Tensor row_lse, Tensor col_lse, "
         "Tensor g_row, Tensor g_col) -> (Tensor, Tensor)");
-  m.def("grad_weight(Tensor logit, Tensor row_lse, Tensor col_lse, Tensor g_row, Tensor g_col, "
-        "Tensor positive) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(gapops_testing, CPU, m) {
   m.impl("fast_exp", &tile_fast_exp);
   m.impl("lse_merge", &tile_lse_merge);
-  m.impl("lse_finalize", &tile_lse_finalize);
-  m.impl("lse_rows", &tile_lse_rows);
   m.impl("rel_lse_finalize", &tile_rel_lse_finalize);
   m.impl("positive_grad_weight", &tile_positive_grad_weight);
   m.impl("pair_grad_weight", &tile_pair_grad_weight);
-  m.impl("grad_weight", &tile_grad_weight);
 }
 
 }  // namespace gapops

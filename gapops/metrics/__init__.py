@@ -1,4 +1,4 @@
-"""Modality-gap metrics on any pair of embedding tensors (DESIGN.md section 5).
+"""Modality-gap metrics on any pair of embedding tensors (docs/studies.md).
 
 Also a command line for your own model's embeddings: ``python -m gapops.metrics EMB.npy --json``
 (see :mod:`gapops.metrics.__main__`), and :func:`gapops.metrics.shift.shift_landscape`.

@@ -3,7 +3,7 @@
     python -m gapops.studies list
     python -m gapops.studies run swap --quick
 
-or from Python: ``gapops.studies.run_study("swap", scale="quick")``. See STUDIES.md for the
+or from Python: ``gapops.studies.run_study("swap", scale="quick")``. See docs/studies.md for the
 papers' claims and docs/studies.md for what we measured. Only gapops' public API is used.
 """
 from .configs import STUDIES

@@ -1,4 +1,4 @@
-"""The studies of STUDIES.md as named configurations, each with the check of its claim.
+"""The studies of docs/studies.md as named configurations, each with the check of its claim.
 
 A check reads the arms (with their per-seed results) and returns (reproduced, verdict,
 comparisons): each comparison is a paired difference between arms over seeds with its 95%

@@ -1,4 +1,4 @@
-"""The optional regularizers of STUDIES.md and the positives-only objective, in plain torch.
+"""The optional regularizers of docs/studies.md and the positives-only objective, in plain torch.
 
 All take the batch's (unnormalized) embeddings [B, d] and return a 0-dim float32 loss. They
 are small B×B terms next to the fused contrastive loss, which the loop always computes with
