@@ -6,6 +6,12 @@
 
 namespace gapops {
 
+// The dtype the strip accumulates and returns in: fp64 for fp64 features, fp32 for every other
+// (the one place the host code of both backends decides it).
+inline at::ScalarType accumulation_type(const at::Tensor& features) {
+  return features.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
 // The feature rows' shapes and dtypes, the scale and the offset (a, b: the strip's row and column
 // sources; their *_alt twins are checked by check_strip_inputs below).
 inline void check_strip_inputs(const at::Tensor& a, const at::Tensor& b, const at::Tensor& scale,

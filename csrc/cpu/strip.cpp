@@ -13,10 +13,6 @@
 namespace gapops {
 namespace {
 
-at::ScalarType acc_type(const at::Tensor& a) {
-  return a.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-}
-
 void check_cpu(std::initializer_list<const at::Tensor*> tensors) {
   for (const at::Tensor* t : tensors)
     TORCH_CHECK(t->device().is_cpu(), "strip (cpu backend): every tensor must be on the CPU, got ",
@@ -65,7 +61,7 @@ std::tuple<at::Tensor, at::Tensor> strip_forward_cpu(
   check_strip_inputs(a, a_alt, a_swap, b, b_alt, b_swap, a_inv_norm, b_inv_norm, a_pos, b_pos,
                      scale, offset);
   check_cpu({&a, &a_alt, &b, &b_alt, &a_inv_norm, &b_inv_norm, &a_pos, &b_pos, &scale});
-  const auto acc = acc_type(a);
+  const auto acc = accumulation_type(a);
   const Prepared p = prepare(a_inv_norm, b_inv_norm, a_pos, b_pos, acc);
   const auto opts = a.options().dtype(acc);
   at::Tensor row_lse = at::empty({a.size(0)}, opts), col_lse = at::empty({b.size(0)}, opts);
@@ -91,7 +87,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> strip_backward_cpu(
   check_strip_stats(a, b, row_lse, col_lse, g_row, g_col);
   check_cpu({&a, &a_alt, &b, &b_alt, &a_inv_norm, &b_inv_norm, &a_pos, &b_pos, &scale, &row_lse,
              &col_lse, &g_row, &g_col});
-  const auto acc = acc_type(a);
+  const auto acc = accumulation_type(a);
   const Prepared p = prepare(a_inv_norm, b_inv_norm, a_pos, b_pos, acc);
   const at::Tensor rl = acc_vector(row_lse, acc), cl = acc_vector(col_lse, acc);
   const at::Tensor gr = acc_vector(g_row, acc), gc = acc_vector(g_col, acc);

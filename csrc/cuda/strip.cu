@@ -99,7 +99,7 @@ struct StripArgs {
             const at::Tensor& a_inv_, const at::Tensor& b_inv_, const at::Tensor& a_pos_,
             const at::Tensor& b_pos_, const at::Tensor& scale_, int64_t offset_)
       : a(a_), a_alt(a_alt_), b(b_), b_alt(b_alt_), n(a_.size(0)), m(b_.size(0)), d(a_.size(1)),
-        offset(offset_), acc(a_.scalar_type() == at::kDouble ? at::kDouble : at::kFloat) {
+        offset(offset_), acc(accumulation_type(a_)) {
     TORCH_CHECK(a.is_cuda(), "gapops cuda: the features must be CUDA tensors");
     if (a_swap_.has_value()) a_swap = a_swap_->contiguous();
     if (b_swap_.has_value()) b_swap = b_swap_->contiguous();
