@@ -48,4 +48,7 @@ def test_wheel_builds_from_the_sdist(sdist, tmp_path):
     import zipfile
     names = zipfile.ZipFile(wheel).namelist()
     assert any(n.startswith("gapops/_C") and n.endswith(".so") for n in names), names
-    assert any(n.endswith("LICENSE") for n in names)
+    assert "LICENSE" in {n.rsplit("/", 1)[-1] for n in names if n.endswith(".dist-info/licenses/LICENSE")
+                         or n.endswith("/LICENSE")}
+    bundled = [p for p in tracked("gapops") if p.endswith((".npy", "LICENSE"))]
+    assert bundled and all(p in names for p in bundled), "bundled data missing from the wheel"
