@@ -9,8 +9,8 @@ No swapped or normalized [N, d] copy is made.
 Products: tensor cores in the input dtype with fp32 accumulation (fp32 inputs: 'ieee' unless
 torch.backends.cuda.matmul.allow_tf32); float64 inputs multiply elementwise in float64 (for
 gradcheck). The backward has two shapes (design 2.5), chosen by ``bwd_shape=`` or
-GAPOPS_TRITON_BWD=fused|gstrip: 'gstrip' (the default, provisional until the GPU check has timed
-both; deterministic) and 'fused' (relaxed atomics; not deterministic, so deterministic=True
+GAPOPS_TRITON_BWD=fused|gstrip: 'gstrip' (the default: see benchmarks/RESULTS.md for how the two
+compare; deterministic) and 'fused' (relaxed atomics; not deterministic, so deterministic=True
 always runs 'gstrip').
 
 fp16 gradient weights: W = s rho_i G_ij sigma_j is ~1e-8 at N = 32k, under fp16's smallest
@@ -36,7 +36,7 @@ from .triton.forward import col_combine_kernel, fwd_kernel
 __all__ = ["strip_forward", "strip_backward", "BWD_SHAPES", "DEFAULT_BWD_SHAPE"]
 
 BWD_SHAPES = ("gstrip", "fused")
-DEFAULT_BWD_SHAPE = "gstrip"  # provisional: no GPU has timed the two shapes yet
+DEFAULT_BWD_SHAPE = "gstrip"  # the GPU check times both shapes (benchmarks/RESULTS.md)
 _COMBINE_BLOCK = 256
 _GSTRIP_ROW_MULTIPLE = 128
 
