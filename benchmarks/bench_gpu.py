@@ -358,6 +358,15 @@ def run_child(cmd, env, cap):
     return rc, time.monotonic() - t0
 
 
+def not_run(args, method, status):
+    """Records, for every case, why ``method`` did not run, and prints it once."""
+    for case in args.cases:
+        n, d, dt = parse_case(case)
+        emit(args.jsonl, {"kind": "bench", "method": method, "N": n, "d": d, "dtype": dt,
+                          "status": status})
+    print(f"  {method:22s} {status}", flush=True)
+
+
 def parent_main(args):
     deadline = time.monotonic() + args.budget
     methods = args.methods
@@ -372,27 +381,15 @@ def parent_main(args):
         base = {"kind": "bench", "method": m}
         mod = NEEDS_MODULE.get(m)
         if mod and importlib.util.find_spec(mod) is None:
-            for case in args.cases:
-                n, d, dt = parse_case(case)
-                emit(args.jsonl, {**base, "N": n, "d": d, "dtype": dt,
-                                  "status": f"unavailable: {mod} is not installed"})
-            print(f"  {m:22s} unavailable: {mod} is not installed", flush=True)
+            not_run(args, m, f"unavailable: {mod} is not installed")
             continue
         if m.startswith("gapops_cuda") and args.dry_run:
-            for case in args.cases:
-                n, d, dt = parse_case(case)
-                emit(args.jsonl, {**base, "N": n, "d": d, "dtype": dt,
-                                  "status": "skipped: dry run (the cuda backend needs a GPU)"})
-            print(f"  {m:22s} skipped: dry run (the cuda backend needs a GPU)", flush=True)
+            not_run(args, m, "skipped: dry run (the cuda backend needs a GPU)")
             continue
         left = deadline - time.monotonic()
         cap = min(args.method_cap, left)
         if cap < 5:
-            for case in args.cases:
-                n, d, dt = parse_case(case)
-                emit(args.jsonl, {**base, "N": n, "d": d, "dtype": dt,
-                                  "status": "skipped: benchmark budget spent"})
-            print(f"  {m:22s} skipped: benchmark budget spent", flush=True)
+            not_run(args, m, "skipped: benchmark budget spent")
             continue
         env = dict(os.environ)
         if m in TRITON_BWD:
