@@ -11,7 +11,7 @@ import torch
 
 import gapops
 from gapops import _extension
-from test_strip import make_strip, strip_args
+from helpers import make_strip, strip_args
 
 _mod, _why = _extension.load()
 pytestmark = pytest.mark.skipif(_mod is None, reason=f"gapops._C is not built: {_why}")

@@ -11,10 +11,11 @@ import pytest
 import torch
 
 import gapops
+from gapops._dtypes import accumulation_dtype
 from gapops.reference import (reference_contrastive_loss, reference_strip_backward,
                               reference_strip_forward)
-from helpers import TOL, loss_and_grads, oracle, rel_err
-from test_strip import acc_of, assert_close, make_strip, strip_args
+from helpers import (TOL, assert_close, loss_and_grads, make_strip, oracle, rel_err,
+                     strip_args)
 
 
 def _cuda_status():
@@ -43,7 +44,7 @@ def _exact_fp32():
 def run_cuda(case, dtype, g_scale=1.0, deterministic=False):
     """Forward and backward of the cuda strip and of the float64 oracle on the same inputs
     (backward with the oracle's statistics), as tests/test_strip.py's run_both."""
-    acc = acc_of(dtype)
+    acc = accumulation_dtype(dtype)
     got_args = strip_args(case, acc)
     want_args = tuple(t.cpu() if isinstance(t, torch.Tensor) else t
                       for t in strip_args(case, torch.float64))
@@ -82,9 +83,9 @@ def test_g_strip_chunks_and_column_groups(monkeypatch, dtype, swap):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
 def test_budget_does_not_change_the_result_beyond_rounding(monkeypatch, dtype):
     case = make_strip(300, 300, 64, 0, dtype, seed=22, device=DEV)
-    args = strip_args(case, acc_of(dtype))
+    args = strip_args(case, accumulation_dtype(dtype))
     stats = OPS.strip_forward(*args)
-    g = torch.full((300,), 1 / 300, device=DEV, dtype=acc_of(dtype))
+    g = torch.full((300,), 1 / 300, device=DEV, dtype=accumulation_dtype(dtype))
     whole = OPS.strip_backward(*args, *stats, g, g, True)
     monkeypatch.setenv("GAPOPS_CUDA_SCRATCH_MB", "1")
     pieces = OPS.strip_backward(*args, *stats, g, g, True)
@@ -115,12 +116,12 @@ def test_fp32_tf32_path():
 def test_repeats_are_bit_identical(monkeypatch, dtype, swap):
     monkeypatch.setenv("GAPOPS_CUDA_SCRATCH_MB", "2")
     case = make_strip(333, 520, 96, 100, dtype, seed=11, device=DEV, swap_rows=swap, swap_cols=swap)
-    args = strip_args(case, acc_of(dtype))
+    args = strip_args(case, accumulation_dtype(dtype))
     f1, f2 = OPS.strip_forward(*args), OPS.strip_forward(*args)
     for x, y in zip(f1, f2):
         assert torch.equal(x, y)
-    g_row = torch.rand(333, device=DEV, dtype=acc_of(dtype))
-    g_col = torch.rand(520, device=DEV, dtype=acc_of(dtype))
+    g_row = torch.rand(333, device=DEV, dtype=accumulation_dtype(dtype))
+    g_col = torch.rand(520, device=DEV, dtype=accumulation_dtype(dtype))
     first = OPS.strip_backward(*args, *f1, g_row, g_col, True)
     for _ in range(3):
         for x, y in zip(first, OPS.strip_backward(*args, *f1, g_row, g_col, False)):

@@ -26,9 +26,9 @@ import subprocess
 import pytest
 import torch
 
+from gapops._dtypes import accumulation_dtype
 from gapops.reference import reference_strip_backward, reference_strip_forward
-from helpers import TOL, rel_err
-from test_strip import STRIPS, acc_of, assert_close, make_strip, strip_args
+from helpers import STRIPS, TOL, assert_close, make_strip, rel_err, strip_args
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cuda_emu")
 DTYPE_CODE = {torch.float64: 0, torch.float32: 1, torch.float16: 2, torch.bfloat16: 3}
@@ -82,7 +82,7 @@ class EmulatedCuda:
         self.plan = Plan(*PLANS[plan], int(h_scale))
 
     def _common(self, a, a_alt, a_swap, b, b_alt, b_swap, a_inv, b_inv, a_pos, b_pos, scale, offset):
-        acc = acc_of(a.dtype)
+        acc = accumulation_dtype(a.dtype)
         keep = [t.contiguous() if t is not None else None for t in (a_swap, b_swap)]
         keep += [t.to(acc).contiguous() for t in (a_inv, b_inv, a_pos, b_pos, scale.reshape(()))]
         sides = [Side(m.data_ptr(), m.stride(0), m.stride(1), al.data_ptr(), al.stride(0),
@@ -115,7 +115,7 @@ class EmulatedCuda:
 
 def run_emulated(emu, case, dtype, g_scale=1.0, g_seed=0):
     """tests/test_strip.py's run_both with the emulated kernels; g_scale multiplies the weights."""
-    acc = acc_of(dtype)
+    acc = accumulation_dtype(dtype)
     got_args, want_args = strip_args(case, acc), strip_args(case, torch.float64)
     got_f = emu.forward(*got_args)
     want_f = reference_strip_forward(*want_args)

@@ -8,69 +8,18 @@ import pytest
 import torch
 
 from gapops import _dispatch
+from gapops._dtypes import accumulation_dtype
 from gapops.reference import reference_strip_backward, reference_strip_forward
-from helpers import MAX_ROWS, TOL, backend_params, device_for, rel_err
+from helpers import (MAX_ROWS, STRIPS, TOL, assert_close, backend_params, device_for,
+                     make_strip, strip_args)
 
 STRIP_BACKENDS = backend_params(include_reference=True)
 DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
 
 
-def acc_of(dtype):
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def make_strip(n, m, d, offset, dtype, seed, device, swap_rows=False, swap_cols=False,
-               normalize=True, strided=False, scale=20.0, aligned=0.5):
-    """Random strip arguments (in dtype) whose positives are correlated with their rows."""
-    g = torch.Generator().manual_seed(seed)
-    b = torch.randn(m, d, generator=g, dtype=torch.float64)
-    b_alt = torch.randn(m, d, generator=g, dtype=torch.float64)
-    a = aligned * b[offset:offset + n] + torch.randn(n, d, generator=g, dtype=torch.float64)
-    a_alt = aligned * b_alt[offset:offset + n] + torch.randn(n, d, generator=g, dtype=torch.float64)
-    a_swap = (torch.rand(n, generator=g) < 0.4) if swap_rows else None
-    b_swap = (torch.rand(m, generator=g) < 0.4) if swap_cols else None
-    feats = [t.to(dtype) for t in (a, a_alt, b, b_alt)]
-    if strided:  # every other column of a wider tensor, and a transposed copy
-        feats[0] = torch.cat([feats[0], feats[0]], 1)[:, ::2]
-        feats[2] = feats[2].T.contiguous().T
-    return dict(feats=feats, a_swap=a_swap, b_swap=b_swap, normalize=normalize,
-                scale=torch.tensor(scale, dtype=torch.float64), offset=offset, device=device)
-
-
-def _with_strides(t, dtype, device):
-    """t in dtype on device, keeping its strides."""
-    return torch.empty_strided(t.size(), t.stride(), dtype=dtype, device=device).copy_(t)
-
-
-def strip_args(case, acc):
-    """Positional arguments of strip_forward for the backend (acc) or the oracle (float64)."""
-    dev = case["device"]
-    a, a_alt, b, b_alt = case["feats"]
-    a_swap, b_swap, off = case["a_swap"], case["b_swap"], case["offset"]
-    A = a.double() if a_swap is None else torch.where(a_swap[:, None], a_alt.double(), a.double())
-    B = b.double() if b_swap is None else torch.where(b_swap[:, None], b_alt.double(), b.double())
-    if case["normalize"]:
-        ra, rb = 1 / A.norm(dim=1).clamp_min(1e-12), 1 / B.norm(dim=1).clamp_min(1e-12)
-    else:
-        ra, rb = torch.ones(A.shape[0], dtype=torch.float64), torch.ones(B.shape[0], dtype=torch.float64)
-    cos = ra[:, None] * (A @ B.T) * rb[None, :]
-    n = A.shape[0]
-    a_pos = cos[torch.arange(n), torch.arange(n) + off]
-    b_pos = torch.zeros(B.shape[0], dtype=torch.float64)  # columns whose positive is elsewhere:
-    b_pos[off:off + n] = a_pos                              # any shift, here 0
-    # the backend gets the rounded inputs; the oracle the same values in float64; both with the
-    # features' strides (.to() / .double() of a non-dense view would make it contiguous)
-    feats = [_with_strides(t, torch.float64 if acc == torch.float64 else t.dtype, dev)
-             for t in (a, a_alt, b, b_alt)]
-    to = dict(device=dev, dtype=acc)
-    mask = lambda m: None if m is None else m.to(dev)  # noqa: E731
-    return (feats[0], feats[1], mask(a_swap), feats[2], feats[3], mask(b_swap), ra.to(**to),
-            rb.to(**to), a_pos.to(**to), b_pos.to(**to), case["scale"].to(**to), off)
-
-
 def run_both(backend, case, dtype, g_seed=0):
     fwd, bwd = _dispatch.strip_kernels(backend)
-    acc = acc_of(dtype)
+    acc = accumulation_dtype(dtype)
     got_args, want_args = strip_args(case, acc), strip_args(case, torch.float64)
     want_args = tuple(t.cpu() if isinstance(t, torch.Tensor) else t for t in want_args)
     got_f = fwd(*got_args)
@@ -83,24 +32,6 @@ def run_both(backend, case, dtype, g_seed=0):
                 g_col.to(dev, acc), False)
     want_b = reference_strip_backward(*want_args, *want_f, g_row, g_col)
     return got_f, want_f, got_b, want_b, 1e-3 * float(g_row.sum() + g_col.sum())
-
-
-def assert_close(got, want, tol, what, scale_floor=0.0):
-    """Relative errors; grad_scale's is measured against max(|value|, scale_floor), since with
-    d = 1 every cosine is +-1 and the exact value vanishes, leaving the norms' rounding."""
-    for name, gv, wv in zip(what, got, want):
-        assert gv.dtype in (torch.float32, torch.float64), f"{name}: dtype {gv.dtype}"
-        finite = torch.isfinite(wv)
-        assert torch.equal(torch.isfinite(gv.cpu()), finite), f"{name}: finiteness differs"
-        g_, w_ = gv.cpu().double()[finite], wv[finite]
-        floor = scale_floor if name == "grad_scale" else 1e-7 * w_.numel() ** 0.5
-        err = float((g_ - w_).norm() / max(float(w_.norm()), floor))
-        assert err <= tol, f"{name}: relative error {err:.2e} > {tol:.0e}"
-
-
-STRIPS = [  # (n, m, d, offset)
-    (1, 1, 1, 0), (1, 5, 3, 4), (6, 6, 1, 0), (17, 40, 33, 9), (65, 65, 70, 0), (130, 257, 19, 127),
-]
 
 
 @pytest.mark.parametrize("backend", STRIP_BACKENDS)

@@ -12,8 +12,7 @@ import torch
 
 import gapops
 from gapops.reference import reference_strip_backward, reference_strip_forward
-from helpers import device_for
-from test_strip import assert_close, make_strip, strip_args
+from helpers import assert_close, device_for, make_strip, strip_args
 
 pytestmark = pytest.mark.skipif(gapops.backends()["triton"] != "available",
                                 reason=f"triton: {gapops.backends()['triton']}")
