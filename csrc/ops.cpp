@@ -26,6 +26,16 @@ TORCH_LIBRARY(gapops, m) {
       "Tensor? b_swap, Tensor a_inv_norm, Tensor b_inv_norm, Tensor a_pos, Tensor b_pos, "
       "Tensor scale, int offset, Tensor row_lse, Tensor col_lse, Tensor g_row, Tensor g_col, "
       "bool deterministic) -> (Tensor, Tensor, Tensor)");
+  // The sigmoid (SigLIP) strip of docs/design.md section 2.6 over the same routed rows and
+  // columns: z_ij = scale cos_ij + bias, label +1 at column i + offset and -1 elsewhere.
+  // Returns (row_loss [n] (empty unless want_loss), grad_a [n, d], grad_b [m, d] (empty [0, d]
+  // unless want_grads), grad_scale [], grad_bias []) in the accumulation dtype; the gradients use
+  // the per-row upstream weights g_row [n], or ones when g_row is None.
+  m.def(
+      "sigmoid_strip(Tensor a, Tensor a_alt, Tensor? a_swap, Tensor b, Tensor b_alt, "
+      "Tensor? b_swap, Tensor a_inv_norm, Tensor b_inv_norm, Tensor scale, Tensor bias, "
+      "int offset, Tensor? g_row, bool want_loss, bool want_grads, bool deterministic) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
 namespace {

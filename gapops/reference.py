@@ -139,3 +139,46 @@ def reference_strip_backward(a, a_alt, a_swap, b, b_alt, b_swap, a_inv_norm, b_i
     grad_scale = (gr[:, None] * P * dr + gc[None, :] * Q * dc).sum()
     H = s * rho[:, None] * G * sigma[None, :]
     return H @ B, H.T @ A, grad_scale
+
+
+def _softplus(t: torch.Tensor) -> torch.Tensor:
+    """log(1 + e^t) in the stable form max(t, 0) + log1p(e^-|t|) (NaN stays NaN)."""
+    return t.clamp_min(0.0) + torch.log1p(torch.exp(-t.abs()))
+
+
+def reference_sigmoid_strip(a, a_alt, a_swap, b, b_alt, b_swap, a_inv_norm, b_inv_norm, scale,
+                            bias, offset: int, g_row=None, want_loss: bool = True,
+                            want_grads: bool = True, deterministic: bool = False):
+    """The sigmoid (SigLIP) strip of docs/design.md section 2.6 in plain torch (materializes n x m).
+
+    Rows A [n, d] and columns B [m, d] routed as in the softmax strip (a, a_alt [n, d], a_swap
+    bool [n] or None; b, b_alt, b_swap likewise for the m columns); a_inv_norm [n], b_inv_norm
+    [m]; scale and bias 0-dim; the positive of row i at column i + offset. With
+    z_ij = s rho_i sigma_j (A_i . B_j) + bias and l_ij = +1 at the positive, -1 elsewhere:
+
+      row_loss_i = sum_j softplus(-l_ij z_ij)                                   [n]
+      G_ij = w_i (sigmoid(z_ij) - [l_ij = +1]) = -l_ij w_i sigmoid(-l_ij z_ij)
+      grad_a_i = s rho_i sum_j G_ij sigma_j B_j,  grad_b_j = s sigma_j sum_i G_ij rho_i A_i
+      grad_scale = sum_ij G_ij cos_ij,  grad_bias = sum_ij G_ij
+
+    with w = g_row [n], or ones when g_row is None (the forward-with-gradients of a scalar
+    upstream). Gradients are w.r.t. the raw routed rows with the inverse norms held fixed, as the
+    softmax strip's. Returns (row_loss [n], grad_a [n, d], grad_b [m, d], grad_scale [],
+    grad_bias []) in the accumulation dtype; row_loss is empty ([0]) unless want_loss, grad_a and
+    grad_b are empty ([0, d]) unless want_grads (grad_scale and grad_bias are then 0).
+    """
+    A, B, cos = _strip_cosines(a, a_alt, a_swap, b, b_alt, b_swap, a_inv_norm, b_inv_norm)
+    acc = cos.dtype
+    n, m = cos.shape
+    d = A.shape[1]
+    s, bb = scale.to(acc), bias.to(acc)
+    z = s * cos + bb
+    label = torch.where(_positive_mask(n, m, offset, cos.device), 1.0, -1.0).to(acc)
+    row_loss = _softplus(-label * z).sum(1) if want_loss else cos.new_empty(0)
+    if not want_grads:
+        zero = cos.new_zeros(())
+        return row_loss, cos.new_empty(0, d), cos.new_empty(0, d), zero, zero.clone()
+    w = torch.ones(n, dtype=acc, device=cos.device) if g_row is None else g_row.to(acc)
+    G = -label * w[:, None] * torch.sigmoid(-label * z)
+    H = s * a_inv_norm.to(acc)[:, None] * G * b_inv_norm.to(acc)[None, :]
+    return row_loss, H @ B, H.T @ A, (G * cos).sum(), G.sum()
