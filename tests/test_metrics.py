@@ -223,3 +223,113 @@ def test_shift_landscape_at_zero_is_the_plain_loss_and_one_matches_centroids():
     assert len(land[0]["batch_loss"]) == 2
     assert land[0]["gap"] == pytest.approx(M.modality_gap(x, y), rel=1e-5)
     assert land[1]["gap"] < 0.2 * land[0]["gap"]  # λ = 1 nearly closes it (renormalized)
+
+
+# ---------------------------------------------------------------- retrieval with pair IDs
+
+def _naive_recall(q, c, ids, k):
+    """Recall@k by the documented rule, one query at a time in float64 (the oracle)."""
+    sims = F.normalize(q.double(), dim=1) @ F.normalize(c.double(), dim=1).T
+    hits = 0
+    for i in range(q.shape[0]):
+        partner = ids == ids[i]
+        best = sims[i][partner].max()
+        hits += int(int((sims[i][~partner] >= best).sum()) < k)
+    return hits / q.shape[0]
+
+
+def test_unique_ids_are_the_plain_recall():
+    x, y = _rand(40, 6, 50), _rand(40, 6, 51)
+    y = x + 0.8 * y
+    plain = M.retrieval_recall(x, y)
+    assert M.retrieval_recall(x, y, ids=torch.arange(40)) == plain
+    assert M.retrieval_recall(x, y, ids=np.arange(40) * 7 - 3) == plain  # any distinct integers
+    assert plain["i2t_r1"] not in (0.0, 1.0)  # the comparison can tell a difference
+
+
+def test_several_captions_per_image_count_every_caption_as_a_hit():
+    # 4 images, 3 captions each; rows are (image, caption) pairs, the image repeated per caption
+    img = _rand(4, 8, 52)
+    captions = img.repeat_interleave(3, 0) + 0.3 * _rand(12, 8, 53)
+    images = img.repeat_interleave(3, 0)
+    ids = torch.arange(4).repeat_interleave(3)
+    plain = M.retrieval_recall(images, captions, ks=(1,))
+    # text->image: the three copies of the right image tie, so without IDs every query misses;
+    # image->text: a copy finds at most one "own" caption (the other two belong to other rows)
+    assert plain["t2i_r1"] == 0.0 and plain["i2t_r1"] <= 1 / 3
+    assert M.retrieval_recall(images, captions, ks=(1,), ids=ids) == {"i2t_r1": 1.0,
+                                                                      "t2i_r1": 1.0}
+
+
+def test_ids_keep_ties_with_non_partners_as_misses():
+    collapsed = torch.ones(12, 4)
+    groups = torch.arange(12) // 3  # 4 IDs of 3 pairs each, all scores equal
+    r = M.retrieval_recall(collapsed, collapsed, ks=(1, 9, 10), ids=groups)
+    # the best partner ties with the 9 non-partners: a miss until k = 10
+    assert r == {"i2t_r1": 0.0, "i2t_r9": 0.0, "i2t_r10": 1.0,
+                 "t2i_r1": 0.0, "t2i_r9": 0.0, "t2i_r10": 1.0}
+    # one ID for everything: every candidate is a partner, nothing can outrank one
+    one_id = torch.zeros(12, dtype=torch.long)
+    assert M.retrieval_recall(collapsed, collapsed, ks=(1,), ids=one_id) == {"i2t_r1": 1.0,
+                                                                             "t2i_r1": 1.0}
+
+
+@pytest.mark.parametrize("n_ids", [1, 3, 17, 60])  # one group, many duplicates, few, none
+def test_retrieval_with_ids_matches_the_naive_rule_in_chunks(monkeypatch, n_ids):
+    g = torch.Generator().manual_seed(n_ids)
+    # small integer coordinates: many exact ties between partners and non-partners
+    x = torch.randint(-2, 3, (60, 3), generator=g).float() + 0.01
+    y = torch.randint(-2, 3, (60, 3), generator=g).float() + 0.01
+    ids = torch.randint(0, n_ids, (60,), generator=g)
+    monkeypatch.setattr(M, "_CHUNK", 7)  # blocks that do not divide N
+    r = M.retrieval_recall(x, y, ks=(1, 5), ids=ids)
+    for k in (1, 5):
+        assert r[f"i2t_r{k}"] == _naive_recall(x, y, ids, k)
+        assert r[f"t2i_r{k}"] == _naive_recall(y, x, ids, k)
+
+
+def test_labels_are_the_older_name_of_ids_and_bad_ids_are_refused():
+    x, y = _rand(20, 4, 54), _rand(20, 4, 55)
+    ids = torch.arange(20) % 6
+    assert M.retrieval_recall(x, y, labels=ids) == M.retrieval_recall(x, y, ids=ids)
+    with pytest.raises(ValueError, match="not both"):
+        M.retrieval_recall(x, y, ids=ids, labels=ids)
+    with pytest.raises(ValueError, match="ids must be an integer"):
+        M.retrieval_recall(x, y, ids=torch.arange(20.0))
+    with pytest.raises(ValueError, match=r"ids must have shape \[20\]"):
+        M.retrieval_recall(x, y, ids=torch.arange(19))
+    with pytest.raises(ValueError, match="ids"):
+        M.summary(x, y, ids=torch.arange(21), probe=False)
+
+
+def test_summary_reports_recall_with_ids():
+    x, y = _rand(30, 5, 56), _rand(30, 5, 57)
+    ids = torch.arange(30) // 2
+    s = M.summary(x, y, ids=ids, probe=False)
+    want = M.retrieval_recall(x, y, ids=ids)
+    assert all(s[k] == v for k, v in want.items())
+    assert s["gap"] == M.summary(x, y, probe=False)["gap"]
+
+
+# ---------------------------------------------------------------- NaN, empty, the noise floor
+
+def test_nan_in_nan_out_and_empty_is_refused():
+    x, y = _rand(30, 5, 58), _rand(30, 5, 59)
+    x[4, 2] = math.nan
+    assert math.isnan(M.condition_number(x)) and math.isnan(M.effective_rank(x))
+    assert all(math.isnan(v) for v in M.retrieval_recall(x, y).values())
+    assert math.isnan(M.linear_separability(x, y))
+    assert math.isnan(M.condition_number(y.masked_fill(y > 1, math.inf)))
+    for empty in (torch.zeros(0, 5), torch.zeros(5, 0)):
+        with pytest.raises(ValueError, match="empty"):
+            M.condition_number(empty)
+
+
+def test_noise_condition_number_is_what_isotropic_noise_measures():
+    for n, d in ((800, 200), (2000, 100)):
+        noise = M.condition_number(_rand(n, d, 60))
+        assert noise == pytest.approx(M.noise_condition_number(n, d), rel=0.05)
+    assert M.noise_condition_number(4 * 100 + 1, 100) == pytest.approx(3.0)  # 400 centered rows
+    assert M.noise_condition_number(101, 100) == math.inf
+    assert M.noise_condition_number(100, 100, center=False) == math.inf
+    assert 1.0 < M.noise_condition_number(10**6, 10) < 1.01

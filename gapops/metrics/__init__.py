@@ -23,7 +23,8 @@ from torch import Tensor
 
 __all__ = ["gap_vector", "modality_gap", "cone_cosine", "cross_cosine", "alignment", "uniformity",
            "linear_probe_accuracy", "linear_separability", "singular_values", "condition_number",
-           "effective_rank", "retrieval_recall", "zero_shot_accuracy", "summary"]
+           "noise_condition_number", "effective_rank", "retrieval_recall", "zero_shot_accuracy",
+           "summary"]
 
 _CHUNK = 1024  # rows per block for the O(N^2) metrics: a 1024 x N float32 block at most
 
@@ -33,6 +34,8 @@ def _unit(emb) -> Tensor:
     t = torch.as_tensor(emb).detach()
     if t.dim() != 2:
         raise ValueError(f"embeddings must be 2-D [N, d], got shape {tuple(t.shape)}")
+    if t.shape[0] == 0 or t.shape[1] == 0:
+        raise ValueError(f"embeddings are empty: shape {tuple(t.shape)}")
     if t.dtype != torch.float64:
         t = t.float()
     return F.normalize(t, dim=1, eps=1e-12)
@@ -133,12 +136,14 @@ def linear_probe_accuracy(emb, labels, test_fraction: float = 0.3, seed: int = 0
     onto one-hot targets with a bias, closed form in float64: deterministic, O(N·d² + d³)).
     ``folds`` = 0: one seeded split keeps ``test_fraction`` of the rows out. ``folds`` = k ≥ 2:
     k-fold cross-validation, so every row is scored once, held out (N test points, not
-    N·test_fraction). -> float in [0, 1].
+    N·test_fraction). -> float in [0, 1]; NaN when the embeddings hold NaN or inf.
     """
     x = _unit(emb).double()
     y = torch.as_tensor(labels, device=x.device).long().reshape(-1)
     if y.shape[0] != x.shape[0]:
         raise ValueError(f"labels has {y.shape[0]} entries for {x.shape[0]} embeddings")
+    if not bool(torch.isfinite(x).all()):
+        return math.nan  # NaN in, NaN out (the fit would quietly score a constant guess)
     n = x.shape[0]
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(n, generator=g).to(x.device)
@@ -175,6 +180,8 @@ def singular_values(emb, normalize: bool = True, center: bool = True) -> Tensor:
     largest singular value mostly measures the cone's mean direction.
     """
     x = _unit(emb).double() if normalize else torch.as_tensor(emb).detach().double()
+    if not bool(torch.isfinite(x).all()):  # NaN in, NaN out (the SVD itself would raise)
+        return torch.full((min(x.shape),), math.nan, dtype=x.dtype, device=x.device)
     if center:
         x = x - x.mean(0)
     return torch.linalg.svdvals(x)
@@ -182,57 +189,105 @@ def singular_values(emb, normalize: bool = True, center: bool = True) -> Tensor:
 
 def condition_number(emb, normalize: bool = True, center: bool = True) -> float:
     """σ_max / σ_min of the centered [N, d] embedding matrix (Ren & Li 2023); inf when
-    rank-deficient.
+    rank-deficient, NaN when the embeddings hold NaN or inf.
 
-    Caveat: with N close to d the smallest singular value of any sample matrix is near 0
-    (Marchenko–Pastur), so the condition number is inflated whatever the embeddings; read it
-    with N ≫ d (``summary`` reports ``n_over_d``).
+    Caveat: centered, N rows span at most N − 1 directions, so with N ≤ d it is inf whatever the
+    embeddings; and for N a few times d the smallest singular value of any sample matrix is small
+    (Marchenko–Pastur), so it is inflated whatever the embeddings: see
+    :func:`noise_condition_number` for the size of that floor (``summary`` reports ``n_over_d``).
     """
     s = singular_values(emb, normalize, center)
+    if bool(s.isnan().any()):
+        return math.nan
     n, d = torch.as_tensor(emb).shape
     tol = s[0] * max(n, d) * torch.finfo(s.dtype).eps  # numerically rank-deficient below this
     return float(s[0] / s[-1]) if s[-1] > tol else math.inf
 
 
+def noise_condition_number(n: int, d: int, center: bool = True) -> float:
+    """The condition number isotropic noise of shape [n, d] has, whatever a model learned.
+
+    Marchenko–Pastur: the singular values of an m x d matrix of i.i.d. rows (m > d) fill
+    [√m − √d, √m + √d] as m, d grow, so σ_max/σ_min → (1 + √(d/m)) / (1 − √(d/m)); m = n − 1
+    when centered (the mean row takes one degree of freedom). inf when m ≤ d (rank-deficient).
+    About 3 at n = 4d, 1.9 at n = 10d, 1.2 at n = 100d: a measured :func:`condition_number`
+    near this floor says nothing about the embeddings.
+    """
+    m = n - 1 if center else n
+    if m <= d:
+        return math.inf
+    r = math.sqrt(d / m)
+    return (1 + r) / (1 - r)
+
+
 def effective_rank(emb, normalize: bool = True, center: bool = True) -> float:
     """exp(entropy of σ/Σσ) (Roy & Vetterli 2007): d for a flat spectrum, 1 for rank one."""
     s = singular_values(emb, normalize, center)
+    if bool(s.isnan().any()):
+        return math.nan
     p = s / s.sum()
     p = p[p > 0]
     return float(torch.exp(-(p * p.log()).sum()))
 
 
+def _pair_ids(ids, n: int, device, name: str = "ids") -> Tensor | None:
+    """An integer tensor [n] of pair IDs (None stays None), or ValueError naming ``name``."""
+    if ids is None:
+        return None
+    t = torch.as_tensor(ids, device=device)
+    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        raise ValueError(f"{name} must be an integer array, got dtype {t.dtype}")
+    if t.dim() != 1 or t.shape[0] != n:
+        raise ValueError(f"{name} must have shape [{n}] (one ID per pair), got {tuple(t.shape)}")
+    return t
+
+
 @torch.no_grad()
-def retrieval_recall(image_emb, text_emb, ks: Sequence[int] = (1, 5),
+def retrieval_recall(image_emb, text_emb, ks: Sequence[int] = (1, 5), ids=None,
                      labels=None) -> dict:
     """Image→text and text→image recall@k of paired embeddings (pair i is the match of i).
 
-    A query counts as a hit at k when fewer than k *other* candidates score at least as high as
-    its partner: ties count as misses, so collapsed embeddings (all scores equal) score 0, not 1.
-    With ``labels`` [N], the partner is the best-scoring same-label candidate. Row blocks keep
-    memory O(chunk·N). Returns {"i2t_r1", "i2t_r5", "t2i_r1", ...}, floats in [0, 1].
+    The partners of query i are the candidates P_i = {j : ids_j = ids_i} (just i without
+    ``ids``): pairs with one ID are the same thing (duplicates, several captions of one image),
+    in both directions. Query i is a hit at k when fewer than k *non-partners* score at least
+    as high as its best-scoring partner: ties between a partner and a non-partner count as
+    misses (collapsed embeddings score 0, not 1), ties among partners do not matter. Without
+    ``ids`` this is "fewer than k other candidates score at least as high as its partner".
+
+    image_emb, text_emb: [N, d]; ids: integer [N] (tensor or array) or None; ``labels`` is the
+    older name of ``ids`` (class labels make every same-class candidate a hit). Row blocks keep
+    memory O(chunk·N). Returns {"i2t_r1", "i2t_r5", "t2i_r1", ...}, floats in [0, 1]; NaN
+    when the embeddings hold NaN or inf.
     """
     x, y = _pair(image_emb, text_emb)
     if x.shape[0] != y.shape[0]:
         raise ValueError("retrieval_recall needs paired embeddings (same N)")
-    lab = None if labels is None else torch.as_tensor(labels, device=x.device).reshape(-1)
+    if ids is not None and labels is not None:
+        raise ValueError("give ids or labels (its older name), not both")
+    pid = _pair_ids(ids if labels is None else labels, x.shape[0], x.device,
+                    "ids" if labels is None else "labels")
+    names = [f"{name}_r{k}" for name in ("i2t", "t2i") for k in ks]
+    if not (bool(torch.isfinite(x).all()) and bool(torch.isfinite(y).all())):
+        return {key: math.nan for key in names}  # NaN in, NaN out: no rank is meaningful
+    n = x.shape[0]
     out = {}
     for name, q, c in (("i2t", x, y), ("t2i", y, x)):
         hits = {k: 0 for k in ks}
-        for i0 in range(0, q.shape[0], _CHUNK):
+        for i0 in range(0, n, _CHUNK):
             sims = q[i0:i0 + _CHUNK] @ c.T
             rows = torch.arange(sims.shape[0], device=x.device)
-            if lab is None:
-                target = sims[rows, rows + i0]
+            if pid is None:
+                partner = torch.zeros_like(sims, dtype=torch.bool)
+                partner[rows, rows + i0] = True
             else:
-                same = lab.unsqueeze(0) == lab[i0:i0 + sims.shape[0]].unsqueeze(1)
-                target = sims.masked_fill(~same, -math.inf).amax(1)
-            # candidates scoring >= the partner, the partner itself not counted
-            rank = (sims >= target.unsqueeze(1)).sum(1) - 1
+                partner = pid[i0:i0 + sims.shape[0]].unsqueeze(1) == pid.unsqueeze(0)
+            best = sims.masked_fill(~partner, -math.inf).amax(1)
+            # non-partners scoring >= the best partner: the rank it has at worst
+            rank = ((sims >= best.unsqueeze(1)) & ~partner).sum(1)
             for k in ks:
                 hits[k] += int((rank < k).sum())
         for k in ks:
-            out[f"{name}_r{k}"] = hits[k] / q.shape[0]
+            out[f"{name}_r{k}"] = hits[k] / n
     return out
 
 
@@ -252,25 +307,29 @@ def zero_shot_accuracy(image_emb, class_emb, labels) -> float:
     return float(((x @ c.T).argmax(1) == y).float().mean())
 
 
-def summary(image_emb, text_emb, labels=None, class_emb=None, probe: bool = True) -> dict:
+def summary(image_emb, text_emb, labels=None, class_emb=None, probe: bool = True,
+            ids=None) -> dict:
     """Every metric that applies to paired embeddings [N, d] x [N, d], as {name: float}.
 
     Always: n, d, n_over_d, gap, cross_cosine, cone_image, cone_text, alignment,
-    uniformity_image, uniformity_text, cond_image, cond_text (centered; inflated when n_over_d
-    is near 1), erank_image, erank_text (centered), i2t_r1/r5, t2i_r1/r5 (ties are misses);
+    uniformity_image, uniformity_text, cond_image, cond_text (centered; inf when N <= d and
+    inflated for N a few times d, see :func:`noise_condition_number`), erank_image, erank_text
+    (centered), i2t_r1/r5, t2i_r1/r5 (ties are misses; with ``ids``, integer [N], any pair
+    sharing the query's ID is a hit: see :func:`retrieval_recall`);
     ``probe``: separability (image-vs-text probe, 5-fold); with labels: class_probe (probe
     accuracy of the image embeddings on the labels, 5-fold); with labels and class_emb:
     zero_shot.
     """
     x, y = _pair(image_emb, text_emb)
-    out = {"n": float(x.shape[0]), "d": float(x.shape[1]),
-           "n_over_d": x.shape[0] / x.shape[1], "gap": modality_gap(x, y), "cross_cosine": cross_cosine(x, y),
+    ids = _pair_ids(ids, x.shape[0], x.device)  # refused before any work
+    out = {"n": float(x.shape[0]), "d": float(x.shape[1]), "n_over_d": x.shape[0] / x.shape[1],
+           "gap": modality_gap(x, y), "cross_cosine": cross_cosine(x, y),
            "cone_image": cone_cosine(x), "cone_text": cone_cosine(y),
            "alignment": alignment(x, y),
            "uniformity_image": uniformity(x), "uniformity_text": uniformity(y),
            "cond_image": condition_number(x), "cond_text": condition_number(y),
            "erank_image": effective_rank(x), "erank_text": effective_rank(y)}
-    out.update(retrieval_recall(x, y))
+    out.update(retrieval_recall(x, y, ids=ids))
     if probe:
         out["separability"] = linear_separability(x, y)
         if labels is not None:
