@@ -59,6 +59,79 @@ def reference_contrastive_loss(image_features: torch.Tensor, text_features: torc
     return rows
 
 
+def _same_id(pair_ids, n: int, device) -> torch.Tensor:
+    """bool [n, n]: entry (i, j) is True where pairs i and j share an ID (the diagonal always).
+
+    pair_ids: integer [n] or None (None: every pair its own ID, the plain one-positive loss).
+    IDs belong to pairs, not to sides: a swap mask exchanges x_i and y_i and leaves id_i alone.
+    """
+    if pair_ids is None:
+        return torch.eye(n, dtype=torch.bool, device=device)
+    ids = torch.as_tensor(pair_ids, device=device).reshape(n)
+    return ids[:, None] == ids[None, :]
+
+
+def _reduced(rows: torch.Tensor, reduction: str) -> torch.Tensor:
+    """[N] per-pair (or per-row) losses -> their mean, sum, or themselves ('none')."""
+    return rows.mean() if reduction == "mean" else rows.sum() if reduction == "sum" else rows
+
+
+def reference_contrastive_loss_ids(image_features: torch.Tensor, text_features: torch.Tensor,
+                                   logit_scale, pair_ids=None, label_smoothing: float = 0.0,
+                                   swap_mask: torch.Tensor | None = None, normalize: bool = True,
+                                   reduction: str = "mean") -> torch.Tensor:
+    """The softmax loss with positives from IDs and label smoothing, naive form (the oracle).
+
+    image_features, text_features: [N, d]; logit_scale: 0-dim (or a float); pair_ids: integer
+    [N] or None; swap_mask: bool [N] or None. With L = s a b^T ([N, N], a, b the swapped and
+    normalized rows) and P_i = {j : id_j = id_i}, each direction is
+    ``torch.nn.functional.cross_entropy`` with probability targets: row i's target is uniform over
+    P_i, then label smoothing eps as cross_entropy defines it, (1 - eps) target + eps / N. So
+
+        row_i = LSE_j L_ij - (1 - eps) / |P_i| sum_{p in P_i} L_ip - eps / N sum_j L_ij
+
+    and col_i the same over column i of L (P is symmetric). Per pair: 1/2 (row_i + col_i);
+    ``reduction`` 'mean' (the default), 'sum' or 'none' ([N]). Unique IDs (or None) and eps = 0:
+    exactly :func:`reference_contrastive_loss` and open_clip's ``ClipLoss``. Float32 (float64
+    for float64 inputs), differentiable by torch autograd; no argument checks.
+    """
+    a, b = swap_and_normalize(image_features, text_features, swap_mask, normalize)
+    acc = accumulation_dtype(a.dtype)
+    s = torch.as_tensor(logit_scale, device=a.device).to(acc)
+    logits = s * (a.to(acc) @ b.to(acc).T)
+    same = _same_id(pair_ids, a.shape[0], a.device).to(acc)
+    row_target = same / same.sum(1, keepdim=True)
+    col_target = same.T / same.T.sum(1, keepdim=True)  # = row_target: P is symmetric
+    row = F.cross_entropy(logits, row_target, label_smoothing=label_smoothing, reduction="none")
+    col = F.cross_entropy(logits.T, col_target, label_smoothing=label_smoothing,
+                          reduction="none")
+    return _reduced(0.5 * (row + col), reduction)
+
+
+def reference_sigmoid_loss_ids(image_features: torch.Tensor, text_features: torch.Tensor,
+                               logit_scale, logit_bias, pair_ids=None,
+                               swap_mask: torch.Tensor | None = None, normalize: bool = True,
+                               reduction: str = "mean") -> torch.Tensor:
+    """The sigmoid (SigLIP) loss with positives from IDs, naive form (the oracle).
+
+    image_features, text_features: [N, d]; logit_scale, logit_bias: 0-dim (or floats);
+    pair_ids: integer [N] or None; swap_mask: bool [N] or None. From the explicit label matrix
+    l_ij = +1 where id_i = id_j (the diagonal always), -1 elsewhere, and z = s a b^T + bias:
+
+        row_i = sum_j -log sigmoid(l_ij z_ij)        (a loss per image row, [N])
+
+    ``reduction`` 'mean' = (1/N) sum_i row_i (open_clip's ``SigLipLoss`` normalization, which it
+    equals for unique IDs or None), 'sum', or 'none' ([N]). Float32 (float64 for float64 inputs),
+    differentiable by torch autograd; no argument checks.
+    """
+    a, b = swap_and_normalize(image_features, text_features, swap_mask, normalize)
+    acc = accumulation_dtype(a.dtype)
+    s = torch.as_tensor(logit_scale, device=a.device).to(acc)
+    bias = torch.as_tensor(logit_bias, device=a.device).to(acc)
+    z = s * (a.to(acc) @ b.to(acc).T) + bias
+    labels = torch.where(_same_id(pair_ids, a.shape[0], a.device), 1.0, -1.0).to(acc)
+    return _reduced(-F.logsigmoid(labels * z).sum(1), reduction)
+
 def _routed(a, a_alt, a_swap):
     """Rows a[i], or a_alt[i] where a_swap[i] (a_swap may be None)."""
     if a_swap is None:

@@ -1,10 +1,16 @@
-"""The oracle itself: the naive strip agrees with the two-cross-entropy form and with itself."""
+"""The oracle itself: the naive strip agrees with the two-cross-entropy form and with itself.
+
+Also the ID oracles (positives from pair IDs, label smoothing) against open_clip's ClipLoss and
+SigLipLoss and against the closed forms of docs/design.md."""
+import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
+from open_clip.loss import ClipLoss, SigLipLoss
 
 import gapops
-from gapops.reference import (reference_contrastive_loss, reference_strip_backward,
+from gapops.reference import (reference_contrastive_loss, reference_contrastive_loss_ids,
+                              reference_sigmoid_loss_ids, reference_strip_backward,
                               reference_strip_forward)
 from helpers import rand_inputs, rel_err
 
@@ -69,3 +75,148 @@ def test_fused_cpu_matches_oracle_on_random_shapes(n, d, scale, seed, swap):
     want = reference_contrastive_loss(x, y, s, swap_mask=mask, reduction="none")
     got = gapops.contrastive_loss(x, y, s, swap_mask=mask, reduction="none", backend="cpu")
     assert torch.allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
+# ---------------------------------------------------------------- the ID oracles
+
+def _grads(fn, *tensors):
+    """(value, gradient w.r.t. each tensor) of fn(*tensors), on detached float64 copies."""
+    leaves = [t.detach().clone().requires_grad_() for t in tensors]
+    out = fn(*leaves)
+    return (out.detach(), *torch.autograd.grad(out, leaves))
+
+
+def _ids(kind, n, seed):
+    """pair IDs with many, few or no duplicates, or one ID for all (a row of positives only)."""
+    g = torch.Generator().manual_seed(seed)
+    if kind == "unique":
+        return torch.randperm(n, generator=g) * 3 - 7  # distinct, arbitrary integers
+    if kind == "one":
+        return torch.full((n,), 5, dtype=torch.long)
+    groups = {"many": max(1, n // 4), "few": max(1, n - 2)}[kind]
+    return torch.randint(0, groups, (n,), generator=g)
+
+
+def _design_rows(x, y, s, ids, eps):
+    """row_i and col_i by docs/design.md 7.2's closed form, with logsumexp (no cross_entropy)."""
+    a, b = F.normalize(x, dim=1), F.normalize(y, dim=1)
+    L = s * a @ b.T
+    same = (ids[:, None] == ids[None, :]).double()
+    n = L.shape[0]
+
+    def one_side(M):
+        pos = (same * M).sum(1) / same.sum(1)
+        return M.logsumexp(1) - (1 - eps) * pos - eps / n * M.sum(1)
+    return one_side(L), one_side(L.T)
+
+
+@pytest.mark.parametrize("n", [1, 2, 13])
+def test_ids_oracle_with_unique_ids_is_clip_loss(n):
+    x, y, s = rand_inputs(n, 7, seed=40 + n)
+    clip = _grads(lambda a, b, sc: ClipLoss()(F.normalize(a, dim=1), F.normalize(b, dim=1), sc),
+                  x, y, s)
+    plain = _grads(reference_contrastive_loss, x, y, s)
+    for ids in (None, _ids("unique", n, 1)):
+        got = _grads(lambda a, b, sc: reference_contrastive_loss_ids(a, b, sc, pair_ids=ids),
+                     x, y, s)
+        for g, c, p in zip(got, clip, plain):
+            assert rel_err(g, c) < 1e-13 and rel_err(g, p) < 1e-13
+    rows = reference_contrastive_loss_ids(x, y, s, _ids("unique", n, 2), reduction="none")
+    assert torch.allclose(rows, reference_contrastive_loss(x, y, s, reduction="none"),
+                          rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["unique", "many", "few", "one"])
+@pytest.mark.parametrize("eps", [0.0, 0.1, 1.0])
+def test_ids_oracle_is_the_design_closed_form(kind, eps):
+    x, y, s = rand_inputs(17, 5, seed=3)
+    ids = _ids(kind, 17, seed=4)
+    row, col = _design_rows(x, y, s, ids, eps)
+    got = reference_contrastive_loss_ids(x, y, s, ids, label_smoothing=eps, reduction="none")
+    assert torch.allclose(got, 0.5 * (row + col), rtol=1e-12, atol=1e-12)
+    total = reference_contrastive_loss_ids(x, y, s, ids, label_smoothing=eps, reduction="sum")
+    assert torch.allclose(total, got.sum(), rtol=1e-14)
+    if kind == "unique":  # cross_entropy's class-index form, its own label_smoothing path
+        L = s * F.normalize(x, dim=1) @ F.normalize(y, dim=1).T
+        idx = torch.arange(17)
+        want = 0.5 * (F.cross_entropy(L, idx, label_smoothing=eps)
+                      + F.cross_entropy(L.T, idx, label_smoothing=eps))
+        assert torch.allclose(reference_contrastive_loss_ids(x, y, s, ids, label_smoothing=eps),
+                              want, rtol=1e-13)
+
+
+def test_a_row_of_positives_only_is_untouched_by_smoothing():
+    # one ID for all: the target is uniform already, (1 - eps) uniform + eps / N is uniform
+    x, y, s = rand_inputs(9, 4, seed=5)
+    ids = _ids("one", 9, 0)
+    want = reference_contrastive_loss_ids(x, y, s, ids, reduction="none")
+    L = s * F.normalize(x, dim=1) @ F.normalize(y, dim=1).T
+    assert torch.allclose(want, 0.5 * (L.logsumexp(1) - L.mean(1) + L.logsumexp(0) - L.mean(0)),
+                          rtol=1e-13)
+    for eps in (0.3, 1.0):
+        got = reference_contrastive_loss_ids(x, y, s, ids, label_smoothing=eps, reduction="none")
+        assert torch.allclose(got, want, rtol=1e-13)
+
+
+def test_ids_stay_with_their_pair_under_a_swap_and_a_permutation():
+    x, y, s = rand_inputs(12, 6, seed=6)
+    ids = _ids("many", 12, 7)
+    mask = torch.arange(12) % 3 == 0
+    xs, ys = torch.where(mask[:, None], y, x), torch.where(mask[:, None], x, y)
+    for fn, extra in ((reference_contrastive_loss_ids, {"label_smoothing": 0.2}),
+                      (lambda *a, **k: reference_sigmoid_loss_ids(*a[:3], -3.0, *a[3:], **k), {})):
+        got = fn(x, y, s, ids, swap_mask=mask, reduction="none", **extra)
+        assert torch.equal(got, fn(xs, ys, s, ids, reduction="none", **extra))
+        # reordering the pairs, IDs and all, reorders the per-pair losses
+        perm = torch.randperm(12, generator=torch.Generator().manual_seed(8))
+        moved = fn(x[perm], y[perm], s, ids[perm], swap_mask=mask[perm], reduction="none",
+                   **extra)
+        assert torch.allclose(moved, got[perm], rtol=1e-13)
+
+
+def test_ids_oracle_gradcheck():
+    x, y, s = rand_inputs(6, 3, seed=9)
+    ids = torch.tensor([0, 1, 0, 2, 1, 0])
+    leaves = [t.clone().requires_grad_() for t in (x, y, s)]
+    assert torch.autograd.gradcheck(lambda a, b, sc: reference_contrastive_loss_ids(
+        a, b, sc, ids, label_smoothing=0.1, reduction="none"), leaves)
+    bias = torch.tensor(-2.0, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b, sc, bb: reference_sigmoid_loss_ids(
+        a, b, sc, bb, ids, reduction="none"), leaves + [bias])
+
+
+@pytest.mark.parametrize("n", [1, 2, 11])
+def test_sigmoid_ids_oracle_with_unique_ids_is_siglip_loss(n):
+    x, y, s = rand_inputs(n, 5, seed=50 + n)
+    bias = torch.tensor(-4.0, dtype=torch.float64)
+    want = _grads(lambda a, b, sc, bb: SigLipLoss()(F.normalize(a, dim=1), F.normalize(b, dim=1),
+                                                    sc, bb), x, y, s, bias)
+    for ids in (None, _ids("unique", n, 3)):
+        got = _grads(lambda a, b, sc, bb: reference_sigmoid_loss_ids(a, b, sc, bb, ids),
+                     x, y, s, bias)
+        for g, w in zip(got, want):
+            assert rel_err(g, w) < 1e-13
+
+
+@pytest.mark.parametrize("kind", ["many", "few", "one"])
+def test_sigmoid_ids_oracle_is_siglip_with_the_id_label_matrix(kind):
+    x, y, s = rand_inputs(14, 5, seed=10)
+    bias = torch.tensor(-6.0, dtype=torch.float64)
+    ids = _ids(kind, 14, 11)
+    siglip = SigLipLoss()
+    # open_clip's own loss with its ground truth replaced by the +-1 matrix of the IDs
+    siglip.get_ground_truth = lambda device, dtype, n, negative_only=False: torch.where(
+        ids[:, None] == ids[None, :], 1.0, -1.0).to(device, dtype)
+    want = _grads(lambda a, b, sc, bb: siglip(F.normalize(a, dim=1), F.normalize(b, dim=1), sc,
+                                              bb), x, y, s, bias)
+    got = _grads(lambda a, b, sc, bb: reference_sigmoid_loss_ids(a, b, sc, bb, ids),
+                 x, y, s, bias)
+    for g, w in zip(got, want):
+        assert rel_err(g, w) < 1e-13
+    rows = reference_sigmoid_loss_ids(x, y, s, bias, ids, reduction="none")
+    assert rows.shape == (14,)
+    assert torch.allclose(rows.sum(), reference_sigmoid_loss_ids(x, y, s, bias, ids,
+                                                                 reduction="sum"), rtol=1e-14)
+    assert torch.allclose(rows.mean(), got[0], rtol=1e-14)
+    # the IDs matter: the same inputs without them give another loss
+    assert not torch.allclose(got[0], reference_sigmoid_loss_ids(x, y, s, bias))
