@@ -94,6 +94,11 @@ def method_loss(method):
     return "sigmoid" if method.startswith("sigmoid_") else "softmax"
 
 
+def is_cuda(method):
+    """A method of gapops' cuda backend (it needs the compiled extension)."""
+    return "gapops_cuda" in method
+
+
 def is_gapops(method):
     return method.startswith("gapops_") or method.startswith("sigmoid_gapops_")
 
@@ -526,13 +531,13 @@ def parent_main(args):
             continue
         if not cases_for(m, args.cases, args.peers_bf16_only):
             continue  # no case of its loss in this run
-        if m.endswith("gapops_cuda") or m.endswith("gapops_cuda_det"):
+        if is_cuda(m):
             if args.dry_run:
                 not_run(args, m, "skipped: dry run (the cuda backend needs a GPU)")
                 continue
         left = deadline - time.monotonic()
-        cap = min(args.method_cap, left)
-        if cap < 5:
+        cap = min(args.method_caps.get(m, args.method_cap), left)
+        if left < 5:
             not_run(args, m, "skipped: benchmark budget spent")
             continue
         env = dict(os.environ)
@@ -601,6 +606,9 @@ def main(argv=None):
     p.add_argument("--method-cap", type=float,
                    default=float(os.environ.get("GAPOPS_BENCH_METHOD_CAP", 75)),
                    help="seconds per method (its child is killed at the cap)")
+    p.add_argument("--method-caps", default=os.environ.get("GAPOPS_BENCH_METHOD_CAPS", ""),
+                   help="per-method caps overriding --method-cap: 'METHOD=SECONDS,...' "
+                        "(env GAPOPS_BENCH_METHOD_CAPS)")
     p.add_argument("--time-per-case", type=float, default=None,
                    help="seconds of timed repetitions per case (QUICK 1, --full 2)")
     p.add_argument("--max-reps", type=int, default=None, help="timed repetitions at most "
@@ -608,6 +616,9 @@ def main(argv=None):
     p.add_argument("--peers-bf16-only", action="store_true", default=None,
                    help="methods other than gapops and naive run the bf16 cases only "
                         "(the QUICK default)")
+    p.add_argument("--group", choices=("all", "cuda", "nocuda"), default="all",
+                   help="only the cuda-backend methods, or all but them (gpu_check.sh times the "
+                        "others while the extension builds)")
     p.add_argument("--concurrent", default=os.environ.get("GAPOPS_BENCH_CONCURRENT"),
                    help="what else ran on the machine meanwhile (recorded in each row)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -622,6 +633,10 @@ def main(argv=None):
         parse_case(c)
     args.methods = (args.methods.split(",") if args.methods
                     else (FULL_METHODS if args.full else QUICK_METHODS))
+    args.method_caps = {k: float(v) for k, v in
+                        (item.split("=") for item in args.method_caps.split(",") if item)}
+    if args.group != "all":
+        args.methods = [m for m in args.methods if is_cuda(m) == (args.group == "cuda")]
     if args.time_per_case is None:
         args.time_per_case = 2.0 if args.full else 1.0
     if args.max_reps is None:
