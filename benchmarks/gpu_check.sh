@@ -28,7 +28,7 @@
 # gpu_check.log. Intermediate files: $GAPOPS_GPU_CHECK_WORK (default: a fresh /tmp folder).
 #
 # Environment: GAPOPS_GPU_CHECK_BUDGET (seconds for everything; QUICK 360, --full 2400, dry run
-# 300), GAPOPS_CAP_<STEP> (one step's cap, e.g. GAPOPS_CAP_BENCH=120), GAPOPS_GPU_CHECK_STEPS
+# 420), GAPOPS_CAP_<STEP> (one step's cap, e.g. GAPOPS_CAP_BENCH=120), GAPOPS_GPU_CHECK_STEPS
 # (comma list: run only these steps), GAPOPS_GPU_CHECK_DRY_BUILD=1 (a dry run compiles the CPU
 # extension for real), MAX_JOBS (build parallelism, default: all cores), PYTHON (default python3),
 # GAPOPS_GPU_CHECK_TEST_HANG=<step> (for tests: that step hangs until its cap).
@@ -62,7 +62,7 @@ TEE_PID=$!
 # on exit, let tee write out the last lines before the command returns (the caller reads them)
 trap 'exec 1>&- 2>&-; wait "$TEE_PID" 2>/dev/null || sleep 1' EXIT
 
-if [ "$DRY" = 1 ]; then DEFAULT_BUDGET=300; elif [ "$MODE" = full ]; then DEFAULT_BUDGET=2400; else DEFAULT_BUDGET=360; fi
+if [ "$DRY" = 1 ]; then DEFAULT_BUDGET=420; elif [ "$MODE" = full ]; then DEFAULT_BUDGET=2400; else DEFAULT_BUDGET=360; fi
 BUDGET=${GAPOPS_GPU_CHECK_BUDGET:-$DEFAULT_BUDGET}
 
 # --- clock (milliseconds), budget and caps -------------------------------------------------
@@ -76,7 +76,7 @@ declare -A CAP_QUICK=([env]=30 [wheels]=20 [build]=210 [correct_triton]=90 [benc
                       [correct_cuda]=40 [bench_cuda]=30 [memcheck]=40 [tests]=0 [max_n]=30)
 declare -A CAP_FULL=([env]=30 [wheels]=30 [build]=420 [correct_triton]=300 [bench]=1100
                      [correct_cuda]=120 [bench_cuda]=300 [memcheck]=420 [tests]=600 [max_n]=300)
-declare -A CAP_DRY=([env]=30 [wheels]=30 [build]=240 [correct_triton]=90 [bench]=90
+declare -A CAP_DRY=([env]=30 [wheels]=30 [build]=240 [correct_triton]=90 [bench]=200
                     [correct_cuda]=30 [bench_cuda]=30 [memcheck]=60 [tests]=0 [max_n]=45)
 # time kept back for the steps after a step (a step that overruns cannot starve the later ones)
 declare -A RESERVE=([env]=0 [wheels]=0 [build]=0 [correct_triton]=30 [bench]=60 [build_wait]=0
@@ -212,7 +212,7 @@ if ls "$ROOT"/.whl/*.whl >/dev/null 2>&1; then
   run_step wheels "install $(ls "$ROOT"/.whl/*.whl | wc -l) wheels from .whl/ (no network)" -- wheels_step \
     && export PYTHONPATH="$ROOT:$WORK/site${PYTHONPATH#$ROOT}"
 else
-  skip_step wheels "no .whl/ folder (bash benchmarks/fetch_gpu_wheels.sh brings open_clip, Inf-CL, setuptools)"
+  skip_step wheels "no .whl/ folder (bash benchmarks/fetch_gpu_wheels.sh brings open_clip, Inf-CL, memeff, siglip-kernel, setuptools)"
 fi
 
 # --- build (background) -------------------------------------------------------------------
@@ -250,11 +250,14 @@ ARCH=$("$PY" -c 'import json,sys; c=json.load(open(sys.argv[1])).get("capability
 export ARCH DRY WORK ROOT PY
 BUILD_PID=""
 if selected build; then
-  BUILD_CAP=$(cap_for build "$(default_cap build)")
+  # the build runs beside correct_triton and bench: it need only leave the time of the steps after
+  # build_wait (the cuda steps need it; the others do not wait for it)
+  BUILD_CAP=$(cap_for build_wait "$(default_cap build)")
   echo "== [build] the extension for sm_${ARCH:-none} in the background (cap ${BUILD_CAP} s), log in the report's work folder"
   BUILD_T0=$(now_ms)
   ( timeout -k 5 "$BUILD_CAP" bash -c build_cmd > "$WORK/build.log" 2>&1 &
-    echo $! > "$WORK/build.tpid"; wait $!; echo $? > "$WORK/build.rc" ) &
+    echo $! > "$WORK/build.tpid"; wait $!; rc=$?; secs_since "$BUILD_T0" > "$WORK/build.secs"
+    echo $rc > "$WORK/build.rc" ) &
   BUILD_PID=$!
 else
   record build "not selected" 0 0 ""
@@ -269,7 +272,8 @@ run_step correct_triton "Triton (GAPOPS_TRITON_BWD=fused and gstrip, determinist
 # --- benchmark, all but the cuda backend (while the build may still run) -------------------
 BENCH_FLAGS=()
 [ "$DRY" = 1 ] && BENCH_FLAGS+=(--dry-run)
-[ "$MODE" = full ] && BENCH_FLAGS+=(--full --method-cap 300)
+if [ "$MODE" = full ]; then BENCH_FLAGS+=(--full --method-cap 300); elif [ "$DRY" = 0 ]; then
+  BENCH_FLAGS+=(--method-cap "${GAPOPS_BENCH_METHOD_CAP:-40}"); fi
 # the dry run has no cuda step: its bench records the cuda rows as skipped
 [ "$DRY" = 1 ] && BENCH_GROUP=all || BENCH_GROUP=nocuda
 unset GAPOPS_BENCH_CONCURRENT
@@ -287,14 +291,15 @@ CUDA_OK=0
 if [ -n "$BUILD_PID" ]; then
   WAIT_CAP=$(cap_for build_wait "$(( BUILD_CAP - ($(now_ms) - BUILD_T0) / 1000 + 10 ))")
   echo "== [build_wait] waiting at most ${WAIT_CAP} s for the build"
+  WAIT_T0=$(now_ms)
   t=0
   while [ ! -f "$WORK/build.rc" ] && (( t < WAIT_CAP * 2 )); do sleep 0.5; t=$((t + 1)); done
   if [ -f "$WORK/build.rc" ]; then rc=$(cat "$WORK/build.rc"); else
     rc=124; kill -TERM "$(cat "$WORK/build.tpid")" 2>/dev/null; echo "build: abandoned (deadline)"; fi
   wait "$BUILD_PID" 2>/dev/null
   tail -n 15 "$WORK/build.log" | sed 's/^/  build| /'
-  BSECS=$(secs_since "$BUILD_T0")
-  echo "== [build] $(status_of "$rc") in ${BSECS} s (from its start, in the background)"
+  BSECS=$(cat "$WORK/build.secs" 2>/dev/null || secs_since "$BUILD_T0")
+  echo "== [build] $(status_of "$rc") in ${BSECS} s (in the background; waited $(secs_since "$WAIT_T0") s for it)"
   record build "$(status_of "$rc")" "$BSECS" "$BUILD_CAP" "sm_${ARCH:-cpu}, MAX_JOBS=${MAX_JOBS:-$(nproc)}"
   [ "$rc" = 0 ] && CUDA_OK=1
   "$PY" -c 'import gapops, json; print("  backends:", json.dumps(gapops.backends())); print("  build:", gapops.build_info())' || true
