@@ -15,7 +15,7 @@ from typing import Callable, Optional
 
 import torch
 
-from . import _extension
+from . import _auto_table, _extension
 from ._dtypes import triton_interpreted
 
 
@@ -81,8 +81,9 @@ BACKENDS = {
     "cuda": Backend("cuda", ("cuda",), _cuda_unavailable, _native_kernels),
 }
 
-# 'auto' tries these in order for each device type.
-AUTO_ORDER = {"cpu": ("cpu", "reference"), "cuda": ("triton", "cuda", "reference")}
+# 'auto' tries these in order for each device type; on a GPU the measured table of
+# gapops/_auto_table.py comes first (auto_gpu_backend), and this order is its fallback.
+AUTO_ORDER = {"cpu": ("cpu", "reference"), "cuda": _auto_table.DEFAULT_ORDER}
 
 
 def backends() -> dict:
@@ -97,9 +98,21 @@ def known_backend(name: str) -> None:
                          f"{['auto', *BACKENDS]}")
 
 
-def resolve(name: str, device: torch.device) -> Backend:
-    """The backend called ``name`` ('auto' picks one) for features on ``device``, or a ValueError."""
+def auto_gpu_backend(loss: str, dtype: Optional[torch.dtype], n: Optional[int]) -> Backend:
+    """'auto' on a GPU: the measured table's choice for (loss, dtype, N) among the usable backends."""
+    usable = [b for b in AUTO_ORDER["cuda"] if BACKENDS[b].why_unavailable() is None]
+    key = _auto_table.dtype_key(str(dtype), torch.backends.cuda.matmul.allow_tf32) if dtype else ""
+    return BACKENDS[_auto_table.choose(_auto_table.MEASURED, loss, key, n, usable)]
+
+
+def resolve(name: str, device: torch.device, *, loss: str = "softmax",
+            dtype: Optional[torch.dtype] = None, n: Optional[int] = None) -> Backend:
+    """The backend called ``name`` ('auto' picks one) for features on ``device``, or a ValueError.
+    For 'auto' on a GPU, ``loss`` ('softmax' | 'sigmoid'), the features' ``dtype`` and the batch
+    ``n`` select the row of the measured table (gapops/_auto_table.py)."""
     if name == "auto":
+        if device.type == "cuda":
+            return auto_gpu_backend(loss, dtype, n)
         for candidate in AUTO_ORDER.get(device.type, ("reference",)):
             be = BACKENDS[candidate]
             if be.why_unavailable() is None:

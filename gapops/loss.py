@@ -55,7 +55,8 @@ def contrastive_loss(image_features: Tensor, text_features: Tensor, logit_scale,
     _checks.check_swap_mask(swap_mask, image_features.shape[0], device)
     _checks.check_reduction(reduction)
     _checks.check_backend_name(backend)
-    be = _dispatch.resolve(backend, device)
+    be = _dispatch.resolve(backend, device, loss="softmax", dtype=image_features.dtype,
+                           n=image_features.shape[0])
     if be.name != "reference":
         _checks.check_no_forward_ad(image_features, text_features, logit_scale)
     if deterministic is None:
