@@ -230,7 +230,8 @@ def _inv_norms(t, rows=1 << 18):
 @pytest.mark.parametrize("what", ["feature_index", "g_strip_index"])
 def test_int64_indexing(monkeypatch, what):
     """feature_index: m d > 2^31 (bf16 columns, 4.3 GB), positives at the far end.
-    g_strip_index: one G-strip chunk of more than 2^31 elements (fp16, 4.6 GB of H)."""
+    g_strip_index: one chunk of more than 2^31 strip elements (fp16: 9.2 GB of fp32 S and
+    4.6 GB of H)."""
     g = torch.Generator(device=DEV).manual_seed(0)
     if what == "feature_index":
         n, m, d, dtype = 64, (1 << 22) + 5, 512, torch.bfloat16
@@ -238,7 +239,7 @@ def test_int64_indexing(monkeypatch, what):
     else:
         n, m, d, dtype = 32768, 70000, 16, torch.float16
         off = 1000
-        monkeypatch.setenv("GAPOPS_CUDA_SCRATCH_MB", "8192")
+        monkeypatch.setenv("GAPOPS_CUDA_SCRATCH_MB", "16384")
     b = torch.randn(m, d, device=DEV, generator=g, dtype=dtype)
     a = (0.5 * b[off:off + n].float() + torch.randn(n, d, device=DEV, generator=g)).to(dtype)
     ra, rb = _inv_norms(a), _inv_norms(b)
