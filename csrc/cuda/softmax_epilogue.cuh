@@ -22,6 +22,7 @@ __device__ __forceinline__ int64_t warp_row0() {
 // tile(j0) once (j0: this lane's first column, < m), then row(r, i, j0, pack) for each of the
 // warp's rows i < rows with the lane's 16-byte pack of S at (i, j0). r is not a compile-time
 // constant: per-row values live in shared memory, not in register arrays.
+constexpr int kInFlight = 4;
 template <typename Acc, class Tile, class Row>
 __device__ __forceinline__ void sweep_group(const Acc* S, int64_t ld, int64_t rows, int64_t m,
                                             Tile&& tile, Row&& row) {
@@ -32,10 +33,21 @@ __device__ __forceinline__ void sweep_group(const Acc* S, int64_t ld, int64_t ro
     const int64_t j0 = t * TW + (threadIdx.x & 31) * kPack<Acc>;
     if (j0 >= m) continue;
     tile(j0);
-#pragma unroll 4  // 4 loads in flight per warp; a full unroll made ptxas spill in the sigmoid epilogue
-    for (int r = 0; r < kRowsPerWarp; ++r) {
-      const int64_t i = i0 + r;
-      if (i < rows) row(r, i, j0, load_pack(S + i * ld + j0));
+    // kInFlight rows at a time, their loads issued before any store: H may be S itself (may
+    // alias), so the compiler could not move a later row's load above an earlier row's store.
+    // (A full unroll of the 16 rows made ptxas spill in the sigmoid epilogue.)
+    for (int rb = 0; rb < kRowsPerWarp; rb += kInFlight) {
+      Pack<Acc, kPack<Acc>> p[kInFlight];
+#pragma unroll
+      for (int q = 0; q < kInFlight; ++q) {
+        const int64_t i = i0 + rb + q;
+        if (i < rows) p[q] = load_pack(S + i * ld + j0);
+      }
+#pragma unroll
+      for (int q = 0; q < kInFlight; ++q) {
+        const int64_t i = i0 + rb + q;
+        if (i < rows) row(rb + q, i, j0, p[q]);
+      }
     }
   }
 }
