@@ -151,3 +151,35 @@ STRIPS = [  # (n, m, d, offset)
 ]
 
 
+
+
+# ---------------------------------------------------------------------------------------------
+# a real (tiny) open_clip model for the drop-in tests
+
+def tiny_open_clip(seed, logit_bias):
+    """open_clip.CLIP with one layer per tower, returning dicts (the trainer's form);
+    ``logit_bias``: its init_logit_bias (None: the model has no bias)."""
+    import open_clip
+    from open_clip.model import CLIPTextCfg, CLIPVisionCfg
+    torch.manual_seed(seed)
+    return open_clip.CLIP(
+        embed_dim=32,
+        vision_cfg=CLIPVisionCfg(layers=1, width=32, head_width=16, patch_size=8, image_size=16),
+        text_cfg=CLIPTextCfg(context_length=8, vocab_size=64, width=32, heads=2, layers=1),
+        init_logit_bias=logit_bias, output_dict=True)
+
+
+def open_clip_batch(seed, n=12):
+    """Images [n, 3, 16, 16] and token ids [n, 8] for tiny_open_clip."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, 16, 16, generator=g), torch.randint(1, 64, (n, 8), generator=g)
+
+
+def model_loss_and_grads(model, crit, images, texts):
+    """open_clip's trainer step without the update: (loss, {parameter name: gradient})."""
+    model.zero_grad()
+    out = crit(**model(images, texts), output_dict=True)
+    loss = out["contrastive_loss"]
+    loss.backward()
+    grads = {k: p.grad.detach().clone() for k, p in model.named_parameters() if p.grad is not None}
+    return float(loss.detach()), grads

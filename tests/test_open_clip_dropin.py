@@ -11,31 +11,9 @@ import gapops
 
 open_clip = pytest.importorskip("open_clip")
 from open_clip.loss import ClipLoss  # noqa: E402
-from open_clip.model import CLIPTextCfg, CLIPVisionCfg  # noqa: E402
-
-
-def tiny_clip(seed, logit_bias):
-    torch.manual_seed(seed)
-    return open_clip.CLIP(
-        embed_dim=32,
-        vision_cfg=CLIPVisionCfg(layers=1, width=32, head_width=16, patch_size=8, image_size=16),
-        text_cfg=CLIPTextCfg(context_length=8, vocab_size=64, width=32, heads=2, layers=1),
-        init_logit_bias=logit_bias, output_dict=True)
-
-
-def batch(seed, n=12):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 3, 16, 16, generator=g), torch.randint(1, 64, (n, 8), generator=g)
-
-
-def loss_and_grads(model, crit, images, texts):
-    model.zero_grad()
-    out = crit(**model(images, texts), output_dict=True)
-    loss = out["contrastive_loss"]
-    loss.backward()
-    loss = loss.detach()
-    grads = {k: p.grad.detach().clone() for k, p in model.named_parameters() if p.grad is not None}
-    return float(loss), grads
+from helpers import model_loss_and_grads as loss_and_grads  # noqa: E402
+from helpers import open_clip_batch as batch  # noqa: E402
+from helpers import tiny_open_clip as tiny_clip  # noqa: E402
 
 
 @pytest.mark.parametrize("logit_bias", [None, -10.0])
