@@ -11,24 +11,15 @@ gradients sum to W * dL/ds; DDP's average then gives the single-process gradient
 open_clip's ClipLoss(local_loss=True, gather_with_grad=True) + DDP gives, checked below against an
 inline copy of its math and with a real DistributedDataParallel model.
 """
-import datetime
-import os
-import socket
-import tempfile
-import time
-import traceback
-
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 import gapops
+from distributed_helpers import run_worlds
 from helpers import loss_and_grads, oracle, rel_err
 
-PG_TIMEOUT_S = 30      # a collective that waits longer raises instead of hanging
-JOIN_TIMEOUT_S = 120   # the whole world is killed after this
 D = 16
 COUNTS = {  # local batch sizes per world size: equal, unequal
     2: {"equal": [7, 7], "unequal": [5, 9]},
@@ -246,70 +237,10 @@ def _run_all(rank, world, group):
     return results
 
 
-def _worker(rank, nprocs, port, outdir):
-    """Rank of a 3-process gloo world: runs everything on WORLD (W = 3), then on a 2-rank
-    subgroup (W = 2). One spawn serves both world sizes: starting torch costs seconds."""
-    torch.set_num_threads(1)
-    results = {}
-    try:
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                                world_size=nprocs,
-                                timeout=datetime.timedelta(seconds=PG_TIMEOUT_S))
-        sub = dist.new_group(SUBGROUP_RANKS, timeout=datetime.timedelta(seconds=PG_TIMEOUT_S))
-        results[3] = _run_all(rank, 3, dist.group.WORLD)
-        if rank in SUBGROUP_RANKS:
-            results[2] = _run_all(dist.get_rank(sub), 2, sub)
-    except BaseException:  # noqa: BLE001 - reported by the parent
-        results["__error__"] = traceback.format_exc()
-    torch.save(results, os.path.join(outdir, f"rank{rank}.pt"))
-    if dist.is_initialized():
-        dist.destroy_process_group()
-
-
-# --------------------------------------------------------------------------------------------
-# parent side
-
-
-def _free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def run_worlds(nprocs=3):
-    """Spawns the gloo world; returns {W: [results of group rank 0, 1, ...]} for W = 3 and 2."""
-    ctx = mp.get_context("spawn")
-    with tempfile.TemporaryDirectory() as outdir:
-        port = _free_port()
-        procs = [ctx.Process(target=_worker, args=(r, nprocs, port, outdir), daemon=True)
-                 for r in range(nprocs)]
-        for p in procs:
-            p.start()
-        deadline = time.monotonic() + JOIN_TIMEOUT_S
-        for p in procs:
-            p.join(max(0.0, deadline - time.monotonic()))
-        hung = [r for r, p in enumerate(procs) if p.is_alive()]
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-                p.join(5)
-        if hung:
-            pytest.fail(f"ranks {hung} still running after {JOIN_TIMEOUT_S}s")
-        results = []
-        for r in range(nprocs):
-            path = os.path.join(outdir, f"rank{r}.pt")
-            if not os.path.exists(path):
-                pytest.fail(f"rank {r} exited with code {procs[r].exitcode} and no results")
-            results.append(torch.load(path, weights_only=False))
-    for r, res in enumerate(results):
-        if "__error__" in res:
-            pytest.fail(f"rank {r} failed:\n{res['__error__']}")
-    return {3: [res[3] for res in results], 2: [results[r][2] for r in SUBGROUP_RANKS]}
-
-
 @pytest.fixture(scope="module")
 def worlds():
-    return run_worlds()
+    # one 3-process spawn serves both world sizes: WORLD (W = 3), then a 2-rank subgroup
+    return run_worlds(_run_all, 3, SUBGROUP_RANKS)
 
 
 @pytest.fixture(params=[2, 3], ids=["W2", "W3"])
