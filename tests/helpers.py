@@ -22,6 +22,45 @@ def rand_inputs(n, d, seed, device="cpu"):
     return x.to(device), y.to(device), s.to(device)
 
 
+SWAP_KINDS = ["none_false", "all_true", "random"]
+
+
+def make_swap_mask(kind, n, device, seed=5):
+    """A swap mask [n] of one kind: all False, all True, or ~40% True at random."""
+    g = torch.Generator().manual_seed(seed)
+    mask = {"none_false": lambda: torch.zeros(n, dtype=torch.bool),
+            "all_true": lambda: torch.ones(n, dtype=torch.bool),
+            "random": lambda: torch.rand(n, generator=g) < 0.4}[kind]()
+    return mask.to(device)
+
+
+def scenario_id(sc):
+    """Test id of a distributed scenario (backend, dtype, reduction, counts kind, swap)."""
+    be, dt, red, kind, swap = sc
+    return f"{be}-{str(dt)[6:]}-{red}-{kind}{'-swap' if swap else ''}"
+
+
+def train_steps(model, crit, batches, lr, sync=None):
+    """SGD steps of ``crit(*model(*batch))`` (a dict with "contrastive_loss" from open_clip's
+    trainer form is unwrapped); sync(grad) averages a gradient over ranks (DDP's all_reduce / W).
+    Returns (the losses, the flattened parameters after every step)."""
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    losses, after = [], []
+    for batch in batches:
+        opt.zero_grad()
+        out = model(*batch)
+        loss = crit(**out, output_dict=True)["contrastive_loss"] if isinstance(out, dict) \
+            else crit(*out)
+        loss.backward()
+        if sync is not None:
+            for p in model.parameters():
+                sync(p.grad)
+        opt.step()
+        losses.append(float(loss.detach()))
+        after.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    return losses, after
+
+
 def rel_err(got, want):
     got, want = got.detach().double().cpu(), want.detach().double().cpu()
     return float((got - want).norm() / want.norm().clamp_min(1e-30)) if want.numel() else 0.0
@@ -39,6 +78,24 @@ def loss_and_grads(fn, x, y, s, dtype, upstream=None, bias=None, **kw):
     out = loss if upstream is None else (loss * upstream.to(loss)).sum()
     grads = torch.autograd.grad(out, args)
     return (loss.detach().double(), *(g.double() for g in grads))
+
+
+LOSS_GRAD_NAMES = ("loss", "d image_features", "d text_features", "d logit_scale",
+                   "d logit_bias")
+
+
+def assert_loss_and_grads_close(got, want, dtype, s, what):
+    """got vs want, (loss, dx, dy, ds[, d bias]) as loss_and_grads returns them: finite, and
+    within TOL[dtype] relative error (loss, then gradients)."""
+    tol_loss, tol_grad = TOL[dtype]
+    for k, (name, g, w) in enumerate(zip(LOSS_GRAD_NAMES, got, want)):
+        tol = tol_loss if k == 0 else tol_grad
+        assert torch.isfinite(g).all(), f"{what} {dtype}: non-finite {name}"
+        if w.norm() < 1e-8:  # d == 1: the exact gradient through normalize is 0
+            err = float((g - w).norm()) / (float(s) * g.numel() ** 0.5)
+        else:
+            err = rel_err(g, w)
+        assert err <= tol, f"{what} {dtype}: {name} relative error {err:.2e} > {tol:.0e}"
 
 
 def oracle(x, y, s, upstream=None, **kw):

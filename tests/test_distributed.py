@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 import gapops
 from distributed_helpers import run_worlds
-from helpers import loss_and_grads, oracle, rel_err
+from helpers import loss_and_grads, oracle, rel_err, scenario_id
 
 D = 16
 COUNTS = {  # local batch sizes per world size: equal, unequal
@@ -38,11 +38,6 @@ for _be in BACKENDS:
         (_be, torch.float64, "none", "unequal", False),
         (_be, torch.float32, "mean", "unequal", False),
     ]
-
-
-def _sid(sc):
-    be, dt, red, kind, swap = sc
-    return f"{be}-{str(dt)[6:]}-{red}-{kind}{'-swap' if swap else ''}"
 
 
 def global_inputs(counts, d=D, seed=0):
@@ -230,7 +225,7 @@ SUBGROUP_RANKS = [1, 2]  # the 2-rank world: a subgroup of the 3 processes (grou
 def _run_all(rank, world, group):
     results = {}
     for sc in SCENARIOS:
-        results[_sid(sc)] = _run_scenario(sc, rank, world, group)
+        results[scenario_id(sc)] = _run_scenario(sc, rank, world, group)
     results["open_clip"] = _run_openclip(rank, world, group)
     results["ddp"] = _run_ddp(rank, world, group)
     results["bad"] = _run_bad_inputs(rank, world, group)
@@ -253,7 +248,7 @@ def _close(got, want, tol, what):
     assert err <= tol, f"{what}: relative error {err:.3g} > {tol:g}"
 
 
-@pytest.mark.parametrize("sc", SCENARIOS, ids=[_sid(s) for s in SCENARIOS])
+@pytest.mark.parametrize("sc", SCENARIOS, ids=[scenario_id(s) for s in SCENARIOS])
 def test_matches_single_process_global_batch(world, sc):
     w, results = world
     be, dtype, red, kind, swap = sc
@@ -271,11 +266,11 @@ def test_matches_single_process_global_batch(world, sc):
     # the single-process one (DDP divides by W); 'none': rank r's objective is sum_i w_i l_i over
     # its pairs, and the sum over ranks is the global weighted sum: gradients exactly single.
     factor = 1.0 if red == "none" else float(w)
-    ds_total = sum(res[_sid(sc)][3] for res in results)
+    ds_total = sum(res[scenario_id(sc)][3] for res in results)
     for ref in (want, single):  # the float64 oracle, then single-process gapops
         loss_w, dx_w, dy_w, ds_w = ref
         for r, res in enumerate(results):
-            loss_g, dx_g, dy_g, _ = res[_sid(sc)]
+            loss_g, dx_g, dy_g, _ = res[scenario_id(sc)]
             wl = local_slice(loss_w, counts, r) if red == "none" else loss_w
             _close(loss_g, wl, tol, f"rank {r} loss")
             _close(dx_g, factor * local_slice(dx_w, counts, r), tol, f"rank {r} d image")
@@ -287,8 +282,8 @@ def test_mean_loss_is_identical_on_every_rank(world):
     w, results = world
     for sc in SCENARIOS:
         if sc[2] == "mean":
-            vals = [res[_sid(sc)][0] for res in results]
-            assert all(torch.equal(v, vals[0]) for v in vals), _sid(sc)
+            vals = [res[scenario_id(sc)][0] for res in results]
+            assert all(torch.equal(v, vals[0]) for v in vals), scenario_id(sc)
 
 
 @pytest.mark.parametrize("be", BACKENDS)

@@ -14,6 +14,7 @@ from open_clip.loss import ClipLoss  # noqa: E402
 from helpers import model_loss_and_grads as loss_and_grads  # noqa: E402
 from helpers import open_clip_batch as batch  # noqa: E402
 from helpers import tiny_open_clip as tiny_clip  # noqa: E402
+from helpers import train_steps  # noqa: E402
 
 
 @pytest.mark.parametrize("logit_bias", [None, -10.0])
@@ -34,20 +35,10 @@ def test_trainer_call_matches_clip_loss(logit_bias):
 
 def test_training_steps_follow_clip_loss():
     """Ten SGD steps with each loss stay as close as fp32 rounding lets two exact losses stay."""
-    finals = []
-    for crit in (ClipLoss(), gapops.ContrastiveLoss()):
-        model = tiny_clip(3, -10.0)
-        opt = torch.optim.SGD(model.parameters(), lr=0.05)
-        losses = []
-        for step in range(10):
-            images, texts = batch(100 + step)
-            opt.zero_grad()
-            loss = crit(**model(images, texts), output_dict=True)["contrastive_loss"]
-            loss.backward()
-            opt.step()
-            losses.append(float(loss))
-        finals.append((losses, torch.cat([p.detach().flatten() for p in model.parameters()])))
-    (l_ref, p_ref), (l_got, p_got) = finals
+    batches = [batch(100 + step) for step in range(10)]
+    finals = [train_steps(tiny_clip(3, -10.0), crit, batches, lr=0.05)
+              for crit in (ClipLoss(), gapops.ContrastiveLoss())]
+    (l_ref, (*_, p_ref)), (l_got, (*_, p_got)) = finals
     assert max(abs(a - b) for a, b in zip(l_ref, l_got)) < 1e-4
     assert float((p_ref - p_got).norm() / p_ref.norm()) < 1e-4
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 import gapops
 from distributed_helpers import run_worlds
-from helpers import loss_and_grads, rel_err, sigmoid_oracle
+from helpers import loss_and_grads, rel_err, scenario_id, sigmoid_oracle, train_steps
 
 open_clip = pytest.importorskip("open_clip")
 from open_clip.loss import SigLipLoss  # noqa: E402
@@ -40,11 +40,6 @@ for _be in BACKENDS:
         (_be, torch.float64, "none", "unequal", False),
         (_be, torch.float32, "sum", "unequal", True),
     ]
-
-
-def _sid(sc):
-    be, dt, red, kind, swap = sc
-    return f"{be}-{str(dt)[6:]}-{red}-{kind}{'-swap' if swap else ''}"
 
 
 def global_inputs(counts, seed=0):
@@ -126,20 +121,9 @@ def ddp_batch(world, step, d_in=12):
     return u, 0.3 * u + torch.randn(n, d_in, generator=g, dtype=torch.float64)
 
 
-def train(model, crit, world, batches, sync=None):
-    """STEPS SGD steps; sync(grad) averages a gradient over ranks (DDP's all_reduce / W).
-    Returns the flattened parameters after every step."""
-    opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    after = []
-    for u, v in batches:
-        opt.zero_grad()
-        crit(*model(u, v)).backward()
-        if sync is not None:
-            for p in model.parameters():
-                sync(p.grad)
-        opt.step()
-        after.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
-    return after
+def train(model, crit, batches, sync=None):
+    """Parameters after each of the SGD steps (tests/helpers.py's train_steps)."""
+    return train_steps(model, crit, batches, lr=0.5, sync=sync)[1]
 
 
 def _run_ddp(rank, world, group):
@@ -155,16 +139,16 @@ def _run_ddp(rank, world, group):
         grad /= world
     res = {}
     for impl in DIST_IMPLS:
-        res["open_clip", impl] = train(TwoTowers(), SigLipLoss(rank=rank, world_size=world,
-                                                               dist_impl=impl), world, batches, sync)
+        ref = SigLipLoss(rank=rank, world_size=world, dist_impl=impl)
+        res["open_clip", impl] = train(TwoTowers(), ref, batches, sync)
         for be in BACKENDS:
             crit = gapops.SigmoidLoss(rank=rank, world_size=world, dist_impl=impl, backend=be)
-            res[be, impl] = train(TwoTowers(), crit, world, batches, sync)
+            res[be, impl] = train(TwoTowers(), crit, batches, sync)
     return res
 
 
 def _run_all(rank, world, group):
-    results = {_sid(sc): _run_scenario(sc, rank, world, group) for sc in SCENARIOS}
+    results = {scenario_id(sc): _run_scenario(sc, rank, world, group) for sc in SCENARIOS}
     results["modules"] = _run_modules(rank, world)
     results["ddp"] = _run_ddp(rank, world, group)
     return results
@@ -202,15 +186,15 @@ def test_function_matches_single_process_global_batch(world):
         # times the single-process one (DDP divides by W); 'none': exactly the single one
         factor = 1.0 if red == "none" else float(w)
         for ref_name, (loss_w, dx_w, dy_w, ds_w, db_w) in (("oracle", want), ("single", single)):
-            what = f"{_sid(sc)} vs {ref_name}"
+            what = f"{scenario_id(sc)} vs {ref_name}"
             for r, res in enumerate(results):
-                loss_g, dx_g, dy_g, _, _ = res[_sid(sc)]
+                loss_g, dx_g, dy_g, _, _ = res[scenario_id(sc)]
                 wl = local_slice(loss_w, counts, r) if red == "none" else loss_w
                 _close(loss_g, wl, tol, f"{what}: rank {r} loss")
                 _close(dx_g, factor * local_slice(dx_w, counts, r), tol, f"{what}: rank {r} dx")
                 _close(dy_g, factor * local_slice(dy_w, counts, r), tol, f"{what}: rank {r} dy")
             for k, name, want_k in ((3, "d logit_scale", ds_w), (4, "d logit_bias", db_w)):
-                total = sum(res[_sid(sc)][k] for res in results)
+                total = sum(res[scenario_id(sc)][k] for res in results)
                 _close(total, factor * want_k, tol, f"{what}: sum over ranks of {name}")
 
 
@@ -266,7 +250,7 @@ def test_data_parallel_steps_keep_open_clips_weights(world, impl):
     """After every step: gapops's weights == open_clip's (same dist_impl) == the single-process
     SigLipLoss's on the global batch, on every rank."""
     w, results = world
-    single = train(TwoTowers(), SigLipLoss(), w, [ddp_batch(w, k) for k in range(STEPS)])
+    single = train(TwoTowers(), SigLipLoss(), [ddp_batch(w, k) for k in range(STEPS)])
     for r, res in enumerate(results):
         for k in range(STEPS):
             want = res["ddp"]["open_clip", impl][k]

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 import gapops
 from helpers import (MAX_ROWS, backend_params, device_for, loss_and_grads, model_loss_and_grads,
-                     open_clip_batch, rand_inputs, rel_err, sigmoid_oracle, tiny_open_clip)
+                     open_clip_batch, rand_inputs, rel_err, sigmoid_oracle, tiny_open_clip,
+                     train_steps)
 
 open_clip = pytest.importorskip("open_clip")
 from open_clip.loss import SigLipLoss  # noqa: E402
@@ -61,20 +62,10 @@ def test_trainer_call_matches_siglip_loss(logit_bias):
 
 def test_training_steps_follow_siglip_loss():
     """Ten SGD steps with each loss stay as close as fp32 rounding lets two exact losses stay."""
-    finals = []
-    for crit in (SigLipLoss(), gapops.SigmoidLoss()):
-        model = tiny_open_clip(3, -10.0)
-        opt = torch.optim.SGD(model.parameters(), lr=0.05)
-        losses = []
-        for step in range(10):
-            images, texts = open_clip_batch(100 + step)
-            opt.zero_grad()
-            loss = crit(**model(images, texts), output_dict=True)["contrastive_loss"]
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-        finals.append((losses, torch.cat([p.detach().flatten() for p in model.parameters()])))
-    (l_ref, p_ref), (l_got, p_got) = finals
+    batches = [open_clip_batch(100 + step) for step in range(10)]
+    finals = [train_steps(tiny_open_clip(3, -10.0), crit, batches, lr=0.05)
+              for crit in (SigLipLoss(), gapops.SigmoidLoss())]
+    (l_ref, (*_, p_ref)), (l_got, (*_, p_got)) = finals
     assert max(abs(a - b) / max(1.0, abs(a)) for a, b in zip(l_ref, l_got)) < 1e-4
     assert float((p_ref - p_got).norm() / p_ref.norm()) < 1e-4
 
