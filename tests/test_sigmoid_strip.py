@@ -14,7 +14,8 @@ import torch
 from gapops import _extension
 from gapops._dtypes import accumulation_dtype, triton_interpreted
 from gapops.reference import reference_sigmoid_strip
-from helpers import STRIPS, TOL, assert_close, device_for, make_strip, strip_args
+from helpers import (STRIPS, TOL, assert_close, device_for, intra_op_threads, make_strip,
+                     strip_args)
 
 DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
 OUTPUTS = ("row_loss", "grad_a", "grad_b", "grad_scale", "grad_bias")
@@ -197,20 +198,6 @@ def test_sigmoid_strip_nan_in_nan_out(backend):
     assert_close(got[:2], want[:2], 1e-5, OUTPUTS[:2])
 
 
-class _threads:
-    """torch's intra-op thread count inside the block."""
-
-    def __init__(self, n):
-        self.n = n
-
-    def __enter__(self):
-        self.old = torch.get_num_threads()
-        torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc):
-        torch.set_num_threads(self.old)
-
-
 @pytest.mark.parametrize("backend", [p for p in BACKENDS if p.id != "reference"])
 @pytest.mark.parametrize("want_grads", [True, False], ids=["grads", "loss_only"])
 def test_sigmoid_strip_deterministic_same_bits(backend, want_grads):
@@ -223,7 +210,7 @@ def test_sigmoid_strip_deterministic_same_bits(backend, want_grads):
     thread_counts = (1, 2, 3) if backend == "cpu" else (torch.get_num_threads(),) * 2
     results = []
     for threads in thread_counts:
-        with _threads(threads):
+        with intra_op_threads(threads):
             results.append(kernel(*args, g_row, True, want_grads, True))
     results.append(kernel(*args, g_row, True, want_grads, True))
     for other in results[1:]:
