@@ -1,9 +1,9 @@
-"""Test helpers: tolerances, random inputs, the float64 oracle with its three gradients, and
+"""Test helpers: tolerances, random inputs, the float64 oracles with their gradients, and
 where each backend runs. Every test module imports from here (never from conftest)."""
 import torch
 
 from gapops._dtypes import triton_interpreted
-from gapops.reference import reference_contrastive_loss
+from gapops.reference import reference_contrastive_loss, reference_sigmoid_loss
 
 # Relative tolerances (norm of the error / norm of the float64 value) per input dtype.
 TOL = {
@@ -27,19 +27,27 @@ def rel_err(got, want):
     return float((got - want).norm() / want.norm().clamp_min(1e-30)) if want.numel() else 0.0
 
 
-def loss_and_grads(fn, x, y, s, dtype, upstream=None, **kw):
-    """Runs fn on copies of (x, y, s) cast to dtype; returns (loss, dx, dy, ds) in float64."""
+def loss_and_grads(fn, x, y, s, dtype, upstream=None, bias=None, **kw):
+    """Runs fn on copies of (x, y, s), and bias when given, cast to dtype (the scalars to fp32 at
+    least); returns (loss, dx, dy, ds), and d bias when given, in float64."""
     xs = x.detach().to(dtype).requires_grad_()
     ys = y.detach().to(dtype).requires_grad_()
-    ss = s.detach().to(torch.float32 if dtype != torch.float64 else dtype).requires_grad_()
-    loss = fn(xs, ys, ss, **kw)
+    scalar_dtype = torch.float32 if dtype != torch.float64 else dtype
+    args = [xs, ys] + [torch.as_tensor(t).detach().to(scalar_dtype).requires_grad_()
+                       for t in (s, bias) if t is not None]
+    loss = fn(*args, **kw)
     out = loss if upstream is None else (loss * upstream.to(loss)).sum()
-    dx, dy, ds = torch.autograd.grad(out, (xs, ys, ss))
-    return loss.detach().double(), dx.double(), dy.double(), ds.double()
+    grads = torch.autograd.grad(out, args)
+    return (loss.detach().double(), *(g.double() for g in grads))
 
 
 def oracle(x, y, s, upstream=None, **kw):
     return loss_and_grads(reference_contrastive_loss, x, y, s, torch.float64, upstream, **kw)
+
+
+def sigmoid_oracle(x, y, s, b, upstream=None, **kw):
+    """The float64 naive sigmoid loss and its four gradients (x, y, logit_scale, logit_bias)."""
+    return loss_and_grads(reference_sigmoid_loss, x, y, s, torch.float64, upstream, bias=b, **kw)
 
 
 # Largest batch each backend is exercised with on this machine (the interpreter is slow).
@@ -54,13 +62,13 @@ def device_for(backend: str) -> str:
     return "cpu"
 
 
-def backend_params(include_reference: bool = True):
-    """pytest params, one per backend: skipped with the reason where unavailable, marked gpu
-    where it runs on CUDA tensors."""
+def backend_params(include_reference: bool = True, loss: str = "softmax"):
+    """pytest params, one per backend: skipped with the reason where unavailable for ``loss``
+    ('softmax' or 'sigmoid'), marked gpu where it runs on CUDA tensors."""
     import pytest
 
     import gapops
-    status = gapops.backends()
+    status = gapops.backends(loss)
     params = []
     for name in ("reference", "cpu", "triton", "cuda"):
         if name == "reference" and not include_reference:
