@@ -6,13 +6,11 @@ awkward strips of tests/helpers.py (n, m, d not multiples of any block, offsets,
 columns, strided inputs, every dtype), with and without upstream weights, every want_loss /
 want_grads combination, logits far into both tails, NaN, and for determinism.
 """
-import importlib
-
 import pytest
 import torch
 
-from gapops import _extension
-from gapops._dtypes import accumulation_dtype, triton_interpreted
+from gapops import _dispatch
+from gapops._dtypes import accumulation_dtype
 from gapops.reference import reference_sigmoid_strip
 from helpers import (STRIPS, TOL, assert_close, device_for, intra_op_threads, make_strip,
                      strip_args)
@@ -21,28 +19,14 @@ DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
 OUTPUTS = ("row_loss", "grad_a", "grad_b", "grad_scale", "grad_bias")
 
 
-def _triton_kernel():
-    try:
-        return importlib.import_module("gapops.triton.sigmoid").sigmoid_strip
-    except (ImportError, AttributeError):
-        return None
-
-
 def sigmoid_strip_kernels() -> dict:
-    """{backend: (sigmoid_strip, why it cannot run here or None)} for every backend with a
-    sigmoid strip. The one place the tests look kernels up (to point at gapops._dispatch once the
-    Python layer has it)."""
-    kernels = {"reference": (reference_sigmoid_strip, None)}
-    mod, why = _extension.load()
-    op = getattr(torch.ops.gapops, "sigmoid_strip", None) if mod is not None else None
-    if op is not None:
-        kernels["cpu"] = (op, None)
-        if _extension.build_info().get("cuda"):
-            kernels["cuda"] = (op, None if torch.cuda.is_available() else "no GPU")
-    triton = _triton_kernel()
-    if triton is not None:
-        runs = triton_interpreted() or torch.cuda.is_available()
-        kernels["triton"] = (triton, None if runs else "needs TRITON_INTERPRET=1 or a GPU")
+    """{backend: (sigmoid_strip, why it cannot run here or None)} for every backend of
+    gapops._dispatch (a backend without a sigmoid strip in this build is skipped with the reason
+    the dispatcher gives)."""
+    kernels = {}
+    for name, status in _dispatch.backends("sigmoid").items():
+        runs = status == "available"
+        kernels[name] = (_dispatch.sigmoid_kernel(name) if runs else None, None if runs else status)
     return kernels
 
 
