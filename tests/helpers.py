@@ -210,6 +210,21 @@ STRIPS = [  # (n, m, d, offset)
 
 
 
+class intra_op_threads:
+    """torch's intra-op thread count set to n inside the block (the CPU backends' determinism
+    tests run the same call under several)."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __enter__(self):
+        self.old = torch.get_num_threads()
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.old)
+
+
 # ---------------------------------------------------------------------------------------------
 # a real (tiny) open_clip model for the drop-in tests
 
