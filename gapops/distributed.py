@@ -1,4 +1,5 @@
-"""The strip scheme (docs/design.md section 2.4) across ranks of a torch.distributed group.
+"""The strip scheme (docs/design.md sections 2.4, 2.6) across ranks of a torch.distributed group,
+for both losses.
 
 Rank r holds n_r local pairs; the global batch is the concatenation over ranks in rank order
 (N = sum n_r) and rank r's rows sit at global offset o_r = n_0 + ... + n_{r-1}.
@@ -22,6 +23,11 @@ Backward, per rank, upstream g_local [n_r]:
      rank's rows only), and this rank's share of d(scale).
   8. reduce_scatter (SUM) the column gradients; each rank routes its rows' and columns'
      gradients back to x and y and applies the normalization's projection (O(n_r d)).
+
+The sigmoid loss (docs/design.md section 2.6) uses steps 1-2 (columns and their inverse norms
+only), one sigmoid strip of the local rows against all columns (complete per-row losses: nothing to
+combine) and step 8; with a scalar upstream the strip's gradients come from the forward and each
+rank scales its kept partials by its own upstream scalar before the reduce-scatter.
 
 Per rank: one strip of n_r x N (1/W of the single-device FLOPs), O(N d) memory (the gathered
 columns, saved for backward, and the partial column gradient), and N d + O(N) elements sent each
