@@ -99,6 +99,13 @@ def _sigmoid_strip(x, y, swap_mask, inv_x, inv_y, scale, bias, backend, g_row, w
                  want_loss, want_grads, deterministic)
 
 
+def _total(rows: Tensor) -> Tensor:
+    """The sum of the row losses [N], accumulated in float64 and rounded once (O(N)): every row
+    holds a positive's term of order s next to N small ones, and an fp32 sum of N such rows
+    would add its own rounding to the kernel's."""
+    return rows.sum(dtype=torch.float64).to(rows.dtype)
+
+
 def _acc_scalars(scale: Tensor, bias: Tensor, grad_scale: Tensor, grad_bias: Tensor) -> tuple:
     return grad_scale.reshape(()).to(scale.dtype), grad_bias.reshape(()).to(bias.dtype)
 
@@ -120,7 +127,7 @@ def sigmoid_loss_total(x: Tensor, y: Tensor, swap_mask: Optional[Tensor], scale:
     if want_grads:
         grad_a, grad_b = _fused.finish_gradients(grad_a, grad_b, x, y, swap_mask, inv_x, inv_y,
                                                  normalize, cast=False)
-    return (rows.sum(), grad_a, grad_b, *_acc_scalars(scale, bias, grad_scale, grad_bias))
+    return (_total(rows), grad_a, grad_b, *_acc_scalars(scale, bias, grad_scale, grad_bias))
 
 
 @sigmoid_loss_total.register_fake
