@@ -70,7 +70,7 @@ def _triton_unavailable() -> Optional[str]:
 
 
 def _triton_kernels():
-    from .triton_strip import strip_backward, strip_forward
+    from .triton.strip import strip_backward, strip_forward
     return strip_forward, strip_backward
 
 

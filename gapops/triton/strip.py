@@ -1,4 +1,5 @@
-"""The Triton backend of the strip (docs/design.md section 2.1; docs/triton.md tells how).
+"""The Triton backend's strip entry points: launchers and host-side work (docs/design.md
+section 2.1; docs/triton.md tells how).
 
 ``strip_forward`` / ``strip_backward`` have the signatures of ``gapops.reference``'s strip
 functions. The kernels read the raw feature rows with per-row swap routing, apply the fp32
@@ -20,18 +21,17 @@ the fp32 products are multiplied by 2^-k.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 
 import torch
 import triton
-import triton.language as tl
 
-from ._dtypes import FLOAT_DTYPES, accumulation_dtype, triton_interpreted
-from .triton import configs
-from .triton.backward_fused import fused_bwd_kernel
-from .triton.backward_gstrip import gstrip_kernel
-from .triton.forward import col_combine_kernel, fwd_kernel
+from .._dtypes import FLOAT_DTYPES, accumulation_dtype
+from . import configs
+from .backward_fused import fused_bwd_kernel
+from .backward_gstrip import gstrip_kernel
+from .common import device_ctx, kernel_consts, num_sms, swap_arg
+from .forward import col_combine_kernel, fwd_kernel
 
 __all__ = ["strip_forward", "strip_backward", "BWD_SHAPES", "DEFAULT_BWD_SHAPE"]
 
@@ -39,29 +39,6 @@ BWD_SHAPES = ("gstrip", "fused")
 DEFAULT_BWD_SHAPE = "gstrip"  # the GPU check times both shapes (benchmarks/RESULTS.md)
 _COMBINE_BLOCK = 256
 _GSTRIP_ROW_MULTIPLE = 128
-
-
-def _kernel_consts(dtype: torch.dtype) -> dict:
-    """ACC (accumulation), OPS (weights' dtype), PREC and MM (see tile.mm) for an input dtype."""
-    interp = triton_interpreted()
-    if dtype == torch.float64:
-        return dict(ACC=tl.float64, OPS=tl.float64, PREC="ieee", MM=1)
-    if dtype == torch.float32:
-        tf32 = torch.backends.cuda.matmul.allow_tf32 and not interp
-        return dict(ACC=tl.float32, OPS=tl.float32, PREC="tf32" if tf32 else "ieee", MM=0)
-    if dtype == torch.float16:
-        return dict(ACC=tl.float32, OPS=tl.float16, PREC="tf32", MM=0)
-    return dict(ACC=tl.float32, OPS=tl.bfloat16, PREC="tf32", MM=2 if interp else 0)
-
-
-def _num_sms(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
-    return 4
-
-
-def _device_ctx(device: torch.device):
-    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def _check(a, a_alt, b, b_alt, offset):
@@ -77,21 +54,14 @@ def _check(a, a_alt, b, b_alt, offset):
         raise ValueError(f"strip: offset {offset} outside [0, m - n] = [0, {m - n}]")
 
 
-def _swap_arg(swap, like):
-    """(pointer argument, HAS_SWAP) of a routing mask (bool [rows] or None)."""
-    if swap is None:
-        return like, False
-    return swap.to(device=like.device, dtype=torch.uint8).contiguous(), True
-
-
 def _vec(t, acc, dev):
     return t.reshape(-1).to(device=dev, dtype=acc).contiguous()
 
 
 def _operands(a, a_alt, a_swap, b, b_alt, b_swap):
     """Pointer arguments, strides and routing constexprs shared by every kernel."""
-    asw, has_a = _swap_arg(a_swap, a)
-    bsw, has_b = _swap_arg(b_swap, b)
+    asw, has_a = swap_arg(a_swap, a)
+    bsw, has_b = swap_arg(b_swap, b)
     ptrs = (a, a_alt, asw, b, b_alt, bsw)
     strides = (a.stride(0), a.stride(1), a_alt.stride(0), a_alt.stride(1),
                b.stride(0), b.stride(1), b_alt.stride(0), b_alt.stride(1))
@@ -116,9 +86,9 @@ def strip_forward(a, a_alt, a_swap, b, b_alt, b_swap, a_inv_norm, b_inv_norm, a_
     scale = scale.reshape(()).to(device=dev, dtype=acc)
     ainv, binv, apos, bpos = (_vec(t, acc, dev) for t in (a_inv_norm, b_inv_norm, a_pos, b_pos))
     ptrs, strides, routing = _operands(a, a_alt, a_swap, b, b_alt, b_swap)
-    consts = _kernel_consts(a.dtype)
+    consts = kernel_consts(a.dtype)
     consts.pop("OPS")
-    cap = 2 * _num_sms(dev)
+    cap = 2 * num_sms(dev)
     min_bm = min(c.kwargs["BM"] for c in configs._configs("fwd", configs.dtype_class(a.dtype)))
     # one partial row per program of the smallest-BM config; the combine reads only the rows
     # the last launch's programs wrote (their count is stored in nprog)
@@ -134,7 +104,7 @@ def strip_forward(a, a_alt, a_swap, b, b_alt, b_swap, a_inv_norm, b_inv_norm, a_
 
     args = (*ptrs, ainv, binv, apos, bpos, scale, row_lse, pm, ps, nprog, n, m, d, offset,
             configs.tune_bucket(n, m), *strides)
-    with _device_ctx(dev):
+    with device_ctx(dev):
         configs.launch("fwd", fwd_kernel, grid, args, {**consts, **routing}, a.dtype, n * m)
         col_combine_kernel[(triton.cdiv(m, _COMBINE_BLOCK),)](
             pm, ps, nprog, col_lse, n, m, offset, BLOCK=_COMBINE_BLOCK, ACC=consts["ACC"])
@@ -188,7 +158,7 @@ def strip_backward(a, a_alt, a_swap, b, b_alt, b_swap, a_inv_norm, b_inv_norm, a
     stats = [_vec(t, acc, dev) for t in (row_lse, col_lse, g_row, g_col)]
     wscale = _weight_scale(a.dtype, scale, vecs[0], vecs[1], stats[2], stats[3])
     run = _gstrip_backward if shape == "gstrip" else _fused_backward
-    with _device_ctx(dev):
+    with device_ctx(dev):
         return run(a, a_alt, a_swap, b, b_alt, b_swap, vecs, scale, offset, stats, wscale,
                    deterministic)
 
@@ -210,7 +180,7 @@ def _fused_backward(a, a_alt, a_swap, b, b_alt, b_swap, vecs, scale, offset, sta
 
     args = (*ptrs, *vecs, scale, *stats, wscale, da, db, dsp, nprog, n, m, d, offset,
             configs.tune_bucket(n, m), *strides)
-    configs.launch("fused", fused_bwd_kernel, grid, args, {**_kernel_consts(a.dtype), **routing},
+    configs.launch("fused", fused_bwd_kernel, grid, args, {**kernel_consts(a.dtype), **routing},
                    a.dtype, n * m, fixed=deterministic, zero_on_retune=(da, db))
     # programs of the last launch only (a tuning run of another BM may have left more entries)
     live = torch.arange(dsp.numel(), device=dev) < nprog.to(torch.int64)
@@ -269,7 +239,7 @@ def _gstrip_backward(a, a_alt, a_swap, b, b_alt, b_swap, vecs, scale, offset, st
     da = torch.empty((n, d), dtype=acc, device=dev)
     db = torch.zeros((m, d), dtype=acc, device=dev)
     ds_parts = []
-    consts = {**_kernel_consts(a.dtype), **routing}
+    consts = {**kernel_consts(a.dtype), **routing}
     for r0 in range(0, n, R):
         r1 = min(r0 + R, n)
         dsp = torch.zeros(triton.cdiv(r1 - r0, min_bm) * triton.cdiv(m, min_bn), dtype=acc,
