@@ -10,6 +10,7 @@ signatures of ``gapops.reference.reference_strip_forward`` / ``reference_strip_b
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -118,6 +119,11 @@ def resolve(name: str, device: torch.device) -> Backend:
     return be
 
 
-def strip_kernels(name: str) -> tuple:
-    """(strip_forward, strip_backward) of backend ``name`` (already resolved)."""
-    return BACKENDS[name].kernels()
+def strip_kernels(name: str, deterministic: bool = False) -> tuple:
+    """(strip_forward, strip_backward) of backend ``name`` (already resolved). deterministic:
+    a forward that can pick among configs (marked ``takes_deterministic``: Triton's autotuned
+    one) is bound to its fixed choice, so that every process gets the same bits."""
+    forward, backward = BACKENDS[name].kernels()
+    if deterministic and getattr(forward, "takes_deterministic", False):
+        forward = functools.partial(forward, deterministic=True)
+    return forward, backward

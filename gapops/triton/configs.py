@@ -1,9 +1,10 @@
 """Block-size configs of the Triton strip kernels, the tuning key, and the launch helper.
 
 Tuning: on a GPU, strips with at least ``Tuning.min_logits`` logits autotune over the configs of
-their dtype class, keyed on (d, N bucket, dtypes); smaller strips run the first config (tuning
-costs more than it saves there). deterministic=True also runs the first config, so the bits do
-not depend on what a process's autotuner picked. Under the interpreter one config runs, unless a
+their dtype class, keyed on TUNE_KEY (d, N bucket, product precision: TF32 or IEEE, the two swap
+flags) and the argument dtypes; smaller strips run the first config (tuning costs more than it
+saves there). deterministic=True also runs the first config, the fixed one of (kernel, dtype
+class), for every d: the bits do not depend on what a process's autotuner picked. Under the interpreter one config runs, unless a
 test sets ``Tuning.interpreter_configs`` to exercise the tuning path.
 
 Every kernel is written so that a re-run is harmless (issue 10, defect 1: the autotuner runs
@@ -56,6 +57,11 @@ INTERPRETER = {
 }
 
 
+# The launch arguments a tuned choice is keyed on (beside the argument dtypes, which Triton adds):
+# a config tuned for IEEE fp32 products is not the one for TF32, nor one for routed operands.
+TUNE_KEY = ["d", "tune_bucket", "PREC", "HAS_ASWAP", "HAS_BSWAP"]
+
+
 class Tuning:
     """Process-wide tuning switches (tests override them)."""
     min_logits = 1 << 24
@@ -95,7 +101,7 @@ def launch(kind: str, kernel, grid, args: tuple, consts: dict, dtype: torch.dtyp
         return
     key = (kind, cls, id(kernel), tuple(map(str, configs)))
     if key not in _tuners:
-        _tuners[key] = triton.autotune(configs, key=["d", "tune_bucket"],
+        _tuners[key] = triton.autotune(configs, key=TUNE_KEY,
                                        do_bench=Tuning.do_bench)(kernel)
     tuner = _tuners[key]
     before = len(tuner.cache)

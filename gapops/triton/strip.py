@@ -30,7 +30,8 @@ from .._dtypes import FLOAT_DTYPES, accumulation_dtype
 from . import configs
 from .backward_fused import fused_bwd_kernel
 from .backward_gstrip import gstrip_kernel
-from .common import device_ctx, kernel_consts, num_sms, swap_arg
+from .common import (aligned_rows, aligned_width, alt_offset, check_grid, device_ctx, kernel_consts,
+                     num_sms, swap_arg)
 from .forward import col_combine_kernel, fwd_kernel
 
 __all__ = ["strip_forward", "strip_backward", "BWD_SHAPES", "DEFAULT_BWD_SHAPE"]
@@ -59,23 +60,41 @@ def _vec(t, acc, dev):
 
 
 def _operands(a, a_alt, a_swap, b, b_alt, b_swap):
-    """Pointer arguments, strides and routing constexprs shared by every kernel."""
+    """(pointer arguments, row strides, routing constexprs, row width, keep) of every kernel;
+    the alternatives are passed as element offsets from their operands (tile.routed_rows).
+    The feature operands are passed as the kernels read them (common.aligned_rows: unit inner
+    stride, rows of a multiple of 16 elements, zero-padded copies only where the inputs are
+    not so); the width is the kernels' d. ``keep``: the tensors the offsets point into, which
+    the caller holds until its launches are queued (the kernels see only offsets of them)."""
+    width = aligned_width(a.shape[1])
+    seen = {}
+
+    def aligned(x):  # one copy for a tensor passed twice (a_alt = a without routing)
+        key = (x.data_ptr(), x.shape, x.stride())
+        if key not in seen:
+            seen[key] = aligned_rows(x, width)
+        return seen[key]
+
+    a, a_alt, b, b_alt = (aligned(x) for x in (a, a_alt, b, b_alt))
     asw, has_a = swap_arg(a_swap, a)
     bsw, has_b = swap_arg(b_swap, b)
-    ptrs = (a, a_alt, asw, b, b_alt, bsw)
-    strides = (a.stride(0), a.stride(1), a_alt.stride(0), a_alt.stride(1),
-               b.stride(0), b.stride(1), b_alt.stride(0), b_alt.stride(1))
-    return ptrs, strides, dict(HAS_ASWAP=has_a, HAS_BSWAP=has_b)
+    ptrs = (a, alt_offset(a, a_alt), asw, b, alt_offset(b, b_alt), bsw)
+    strides = (a.stride(0), a_alt.stride(0), b.stride(0), b_alt.stride(0))
+    return ptrs, strides, dict(HAS_ASWAP=has_a, HAS_BSWAP=has_b), width, (a_alt, b_alt)
 
 
 def strip_forward(a, a_alt, a_swap, b, b_alt, b_swap, a_inv_norm, b_inv_norm, a_pos, b_pos,
-                  scale, offset: int):
+                  scale, offset: int, deterministic: bool | None = None):
     """(row_lse [n], col_lse [m]) of the strip, relative to the positives (design 2.1).
 
     a, a_alt: [n, d]; b, b_alt: [m, d] (one dtype: fp16/bf16/fp32/fp64; any strides);
     a_swap [n], b_swap [m]: bool or None; a_inv_norm, a_pos [n], b_inv_norm, b_pos [m], scale
     (0-dim): accumulation dtype (fp32; fp64 for fp64). Outputs in the accumulation dtype.
+    deterministic: run the fixed config of (dtype class, d), never the autotuner's pick, so that
+    every process gets the same bits (default: torch.are_deterministic_algorithms_enabled()).
     """
+    if deterministic is None:
+        deterministic = torch.are_deterministic_algorithms_enabled()
     _check(a, a_alt, b, b_alt, offset)
     n, d = a.shape
     m = b.shape[0]
@@ -85,7 +104,7 @@ def strip_forward(a, a_alt, a_swap, b, b_alt, b_swap, a_inv_norm, b_inv_norm, a_
                                                                    dtype=acc, device=dev))
     scale = scale.reshape(()).to(device=dev, dtype=acc)
     ainv, binv, apos, bpos = (_vec(t, acc, dev) for t in (a_inv_norm, b_inv_norm, a_pos, b_pos))
-    ptrs, strides, routing = _operands(a, a_alt, a_swap, b, b_alt, b_swap)
+    ptrs, strides, routing, width, _keep = _operands(a, a_alt, a_swap, b, b_alt, b_swap)
     consts = kernel_consts(a.dtype)
     consts.pop("OPS")
     cap = 2 * num_sms(dev)
@@ -100,15 +119,19 @@ def strip_forward(a, a_alt, a_swap, b, b_alt, b_swap, a_inv_norm, b_inv_norm, a_
     col_lse = torch.empty(m, dtype=acc, device=dev)
 
     def grid(meta):
-        return (min(triton.cdiv(n, meta["BM"]), cap),)
+        return check_grid((min(triton.cdiv(n, meta["BM"]), cap),))
 
-    args = (*ptrs, ainv, binv, apos, bpos, scale, row_lse, pm, ps, nprog, n, m, d, offset,
+    args = (*ptrs, ainv, binv, apos, bpos, scale, row_lse, pm, ps, nprog, n, m, width, offset,
             configs.tune_bucket(n, m), *strides)
     with device_ctx(dev):
-        configs.launch("fwd", fwd_kernel, grid, args, {**consts, **routing}, a.dtype, n * m)
+        configs.launch("fwd", fwd_kernel, grid, args, {**consts, **routing}, a.dtype, n * m,
+                       fixed=deterministic)
         col_combine_kernel[(triton.cdiv(m, _COMBINE_BLOCK),)](
             pm, ps, nprog, col_lse, n, m, offset, BLOCK=_COMBINE_BLOCK, ACC=consts["ACC"])
     return row_lse, col_lse
+
+
+strip_forward.takes_deterministic = True  # _dispatch.strip_kernels passes deterministic=
 
 
 def _default_bwd_shape() -> str:
@@ -168,23 +191,27 @@ def _fused_backward(a, a_alt, a_swap, b, b_alt, b_swap, vecs, scale, offset, sta
     n, d = a.shape
     m = b.shape[0]
     acc, dev = accumulation_dtype(a.dtype), a.device
-    ptrs, strides, routing = _operands(a, a_alt, a_swap, b, b_alt, b_swap)
+    ptrs, strides, routing, width, _keep = _operands(a, a_alt, a_swap, b, b_alt, b_swap)
     min_bm = min(c.kwargs["BM"] for c in configs._configs("fused", configs.dtype_class(a.dtype)))
-    da = torch.zeros((n, d), dtype=acc, device=dev)
-    db = torch.zeros((m, d), dtype=acc, device=dev)
+    # [rows, width]: the kernel's row width; the zero columns past d are cut off at the end
+    da = torch.zeros((n, width), dtype=acc, device=dev)
+    db = torch.zeros((m, width), dtype=acc, device=dev)
     dsp = torch.empty(triton.cdiv(n, min_bm), dtype=acc, device=dev)
     nprog = torch.zeros(1, dtype=torch.int32, device=dev)
 
     def grid(meta):
-        return (triton.cdiv(n, meta["BM"]),)
+        return check_grid((triton.cdiv(n, meta["BM"]),))
 
-    args = (*ptrs, *vecs, scale, *stats, wscale, da, db, dsp, nprog, n, m, d, offset,
+    args = (*ptrs, *vecs, scale, *stats, wscale, da, db, dsp, nprog, n, m, width, offset,
             configs.tune_bucket(n, m), *strides)
     configs.launch("fused", fused_bwd_kernel, grid, args, {**kernel_consts(a.dtype), **routing},
                    a.dtype, n * m, fixed=deterministic, zero_on_retune=(da, db))
     # programs of the last launch only (a tuning run of another BM may have left more entries)
     live = torch.arange(dsp.numel(), device=dev) < nprog.to(torch.int64)
-    return da, db, torch.where(live, dsp, torch.zeros_like(dsp)).sum()
+    ds = torch.where(live, dsp, torch.zeros_like(dsp)).sum()
+    if width != d:
+        da, db = da[:, :d].contiguous(), db[:, :d].contiguous()
+    return da, db, ds
 
 
 def _gstrip_rows(n: int, m: int, elt: int) -> int:
@@ -221,18 +248,26 @@ def _addmm_fp32(out, x, y):
         out.add_(torch.mm(x, y, out_dtype=out.dtype))
 
 
+def gstrip_grid(rows: int, m: int, BM: int, BN: int) -> tuple:
+    """The G-strip kernel's launch grid for ``rows`` x ``m``: one program per tile on grid x
+    (CUDA allows 2^31 - 1 there, 65535 on y and z: a 2-D grid with one axis per column block
+    fails once m > 65535 BN, ~4.2M columns at BN = 64)."""
+    return check_grid((triton.cdiv(rows, BM) * triton.cdiv(m, BN),))
+
+
 def _gstrip_backward(a, a_alt, a_swap, b, b_alt, b_swap, vecs, scale, offset, stats, wscale,
                      deterministic):
     n, d = a.shape
     m = b.shape[0]
     acc, dev = accumulation_dtype(a.dtype), a.device
-    ptrs, strides, routing = _operands(a, a_alt, a_swap, b, b_alt, b_swap)
+    ptrs, strides, routing, width, _keep = _operands(a, a_alt, a_swap, b, b_alt, b_swap)
     R = min(_gstrip_rows(n, m, a.element_size()), n)
     # B is needed whole for every strip's grad_a: routed in row chunks within the same budget
     chunk = max(_GSTRIP_ROW_MULTIPLE, _gstrip_rows(m, d, a.element_size()))
     b_chunks = [(0, m, b)] if b_swap is None else \
         [(c0, min(c0 + chunk, m), None) for c0 in range(0, m, chunk)]
-    w = torch.empty((R, m), dtype=a.dtype, device=dev)
+    # rows of W padded to aligned_width(m): aligned stores and cuBLAS operands
+    w = torch.empty((R, aligned_width(m)), dtype=a.dtype, device=dev)[:, :m]
     cls = configs.dtype_class(a.dtype)
     min_bm = min(c.kwargs["BM"] for c in configs._configs("gstrip", cls))
     min_bn = min(c.kwargs["BN"] for c in configs._configs("gstrip", cls))
@@ -246,9 +281,9 @@ def _gstrip_backward(a, a_alt, a_swap, b, b_alt, b_swap, vecs, scale, offset, st
                           device=dev)
 
         def grid(meta, rows=r1 - r0):
-            return (triton.cdiv(rows, meta["BM"]), triton.cdiv(m, meta["BN"]))
+            return gstrip_grid(rows, m, meta["BM"], meta["BN"])
 
-        args = (*ptrs, *vecs, scale, *stats, wscale, w, dsp, r0, r1, m, d, offset,
+        args = (*ptrs, *vecs, scale, *stats, wscale, w, dsp, r0, r1, m, width, offset,
                 configs.tune_bucket(n, m), *strides, w.stride(0))
         configs.launch("gstrip", gstrip_kernel, grid, args, consts, a.dtype, n * m,
                        fixed=deterministic, zero_on_retune=(dsp,))
