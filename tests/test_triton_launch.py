@@ -121,3 +121,17 @@ def test_deterministic_bits_across_processes():
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     assert runs[0]["True"] == runs[1]["True"]
     assert runs[0]["False"] != runs[1]["False"]
+
+
+def test_backward_shape_policy(monkeypatch):
+    """deterministic runs the G strip; on a GPU so does every dtype class without shipped fused
+    configs (fp32); the interpreter runs what was asked (exactness tests of both kernels)."""
+    from gapops.triton import configs, strip
+    monkeypatch.setattr(strip, "triton_interpreted", lambda: False)
+    assert "32" not in configs.CONFIGS["fused"]
+    assert strip.effective_bwd_shape("fused", False, torch.float32) == "gstrip"
+    assert strip.effective_bwd_shape("fused", False, torch.bfloat16) == "fused"
+    assert strip.effective_bwd_shape("fused", True, torch.bfloat16) == "gstrip"
+    assert strip.effective_bwd_shape("gstrip", False, torch.float16) == "gstrip"
+    monkeypatch.setattr(strip, "triton_interpreted", lambda: True)
+    assert strip.effective_bwd_shape("fused", False, torch.float32) == "fused"

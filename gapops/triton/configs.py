@@ -45,7 +45,9 @@ CONFIGS = {
     },
     "fused": {
         "16": [_cfg(8, 3, BM=64, BN=128, BK=64, BD=64), _cfg(8, 2, BM=128, BN=64, BK=64, BD=64)],
-        "32": [_cfg(8, 2, BM=64, BN=64, BK=32, BD=64), _cfg(4, 2, BM=64, BN=64, BK=32, BD=32)],
+        # no fp32 configs: on a GPU fp32 runs the G strip (strip.effective_bwd_shape); the
+        # fused fp32 kernel spilled 4.5 KB with IEEE products (BM64,BN64,BK32, BD 32 or 64)
+        # and its copies fell to 4 bytes with TF32 (gpu_static.py, Triton 3.8.0, 2026-12-03)
         "64": [_cfg(4, 2, BM=16, BN=16, BK=8, BD=8)],
     },
 }

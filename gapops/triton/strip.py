@@ -26,7 +26,7 @@ import os
 import torch
 import triton
 
-from .._dtypes import FLOAT_DTYPES, accumulation_dtype
+from .._dtypes import FLOAT_DTYPES, accumulation_dtype, triton_interpreted
 from . import configs
 from .backward_fused import fused_bwd_kernel
 from .backward_gstrip import gstrip_kernel
@@ -154,6 +154,19 @@ def _weight_scale(dtype, scale, ainv, binv, g_row, g_col):
     return torch.exp2((14.0 - e).clamp(max=100.0))
 
 
+def effective_bwd_shape(shape: str, deterministic: bool, dtype: torch.dtype) -> str:
+    """The backward shape that runs: 'gstrip' when deterministic (the fused shape's atomics are
+    not), and on a GPU for dtype classes without shipped fused configs (fp32: the fused kernel
+    spilled 4.5 KB with IEEE products and fell to 4-byte loads with TF32; see docs/triton.md).
+    The interpreter runs either shape for every dtype (exactness tests of the kernel logic)."""
+    if deterministic:
+        return "gstrip"
+    if shape == "fused" and not triton_interpreted() and \
+            configs.dtype_class(dtype) not in configs.CONFIGS["fused"]:
+        return "gstrip"
+    return shape
+
+
 def strip_backward(a, a_alt, a_swap, b, b_alt, b_swap, a_inv_norm, b_inv_norm, a_pos, b_pos,
                    scale, offset: int, row_lse, col_lse, g_row, g_col, deterministic: bool = False,
                    bwd_shape: str | None = None):
@@ -162,14 +175,14 @@ def strip_backward(a, a_alt, a_swap, b, b_alt, b_swap, a_inv_norm, b_inv_norm, a
 
     row_lse, col_lse: the complete statistics; g_row [n], g_col [m]. bwd_shape: 'gstrip' or
     'fused' (default: GAPOPS_TRITON_BWD, else DEFAULT_BWD_SHAPE); deterministic=True always runs
-    'gstrip', with fixed configs: the same bits on every run.
+    'gstrip', with fixed configs: the same bits on every run; fp32 on a GPU runs 'gstrip' too
+    (effective_bwd_shape).
     """
     _check(a, a_alt, b, b_alt, offset)
     shape = bwd_shape or _default_bwd_shape()
     if shape not in BWD_SHAPES:
         raise ValueError(f"bwd_shape={shape!r}: choose one of {BWD_SHAPES}")
-    if deterministic:
-        shape = "gstrip"
+    shape = effective_bwd_shape(shape, deterministic, a.dtype)
     n, d = a.shape
     m = b.shape[0]
     acc, dev = accumulation_dtype(a.dtype), a.device
