@@ -1,23 +1,30 @@
-"""Static check of the GPU kernels' sm_90 code, without a GPU (issue 10).
+"""Static check of the GPU kernels' sm_90 code, without a GPU (issues 10 and 16).
 
-    python benchmarks/gpu_static.py --arch 90 [--cuda | --cuda-so PATH] [--jobs 2]
+    python benchmarks/gpu_static.py --arch 90 [--only fwd,gstrip] [--classes 16,32]
+                                    [--cuda | --cuda-so PATH] [--jobs 2] [--json rows.json]
 
-Compiles every Triton strip kernel x shipped config (gapops/triton/configs.py) for sm_90 with the
-installed Triton (``triton.compile`` of an ``ASTSource`` against ``GPUTarget('cuda', 90, 128)``:
-no device, no driver), reads the cubin with cuobjdump, and prints per kernel and config:
-registers, spill (stack bytes and local store/load instructions), shared memory, whether wgmma
-(HGMMA) is used, GPU-scope fences (MEMBAR .GPU/.SYS) in all and inside loops. With --cuda it
-compiles csrc/cuda/strip.cu to a cubin with nvcc (or reads the extension .so given by --cuda-so)
-and prints the same for whatever kernels it finds.
+Compiles every Triton strip kernel x shipped config (gapops/triton/configs.py) x variant for
+sm_90 with the installed Triton (``triton.compile`` of an ``ASTSource`` against
+``GPUTarget('cuda', 90, 32)``, 32 being the warp size: no device, no driver). The variants:
+routing (swap) or not; an aligned shape (N = 32768, d = 768) and an awkward one (N = 1001,
+d = 97), each with the sizes, strides and specializations the launcher really passes (rows
+padded to common.aligned_width); fp16 and bf16, fp32 with IEEE and with TF32 products, fp64.
+It reads the TTGIR and the cubin (cuobjdump) and reports per row: registers, spills, shared
+memory, wgmma (HGMMA), whether the main loop is software-pipelined (async copies, cp.async /
+LDGSTS or TMA / UTMALDG, in both TTGIR and SASS, into multi-buffered shared memory: the stages
+in flight are the buffers of the operand ring), the width of the main loop's global loads (of
+the async copies moving the most bytes, else of the plain loads in the product loops), and
+GPU-scope fences (MEMBAR .GPU/.SYS). With --cuda it compiles csrc/cuda/strip.cu with nvcc (or
+reads the extension .so given by --cuda-so) and reports the same for whatever kernels it finds.
 
-Exits non-zero on a spill, a hot kernel (forward, G strip, fused backward, 16-bit inputs)
-without wgmma, a GPU-scope fence inside a loop, or a loop that stores to and loads from global
-memory with no CTA barrier in it (threads reading back what other threads stored: issue 10,
-defect 3's pattern; checked on the Triton IR).
-
-The shapes compiled are those of N = 32768, d = 768 (every size a multiple of the blocks, so the
-mask-free specializations), 16-byte aligned pointers and unit inner strides, as a real launch
-specializes them. --extra-config KIND:CLASS:JSON adds a config (the CI test adds one that spills).
+Exits non-zero on: a spill; a 16-bit product kernel without wgmma; any GPU-scope fence; a loop
+nest that stores to and loads from global memory with no CTA barrier in it (threads reading back
+what other threads stored: issue 10, defect 3's pattern; checked on the Triton IR); and, for the
+product kernels (forward, G strip, fused backward) of every dtype but fp64 (gradcheck only:
+elementwise products), a main loop that is not pipelined with >= 2 stages or whose loads are
+not 16 bytes wide. --json writes the rows (variant: swap, d, dtype, precision; verdicts:
+pipelined, stages_in_flight, load_width, spills, wgmma, fences, problems).
+--extra-config KIND:CLASS:JSON adds a config (the CI test adds one that spills).
 """
 from __future__ import annotations
 
@@ -113,17 +120,22 @@ def _launch_sizes(variant, meta):
     return sizes, shape
 
 
-def _signature(fn, cls: str, meta: dict, variant: dict):
+def _signature(fn, cls: str, meta: dict, variant: dict, kind: str = "fwd"):
+    import torch
     import triton.language as tl
+
+    from gapops.triton.strip import routes_columns_in_kernel
     feat = variant["dtype"]
     acc = "fp64" if cls == "64" else "fp32"
     sizes, shape = _launch_sizes(variant, meta)
     consts = dict(meta)
     consts.update(shape)
-    consts.update(HAS_ASWAP=variant["swap"], HAS_BSWAP=variant["swap"],
+    prec = "ieee" if variant["precision"] == "ieee" else "tf32"
+    col_routing = routes_columns_in_kernel(kind, getattr(torch, _TL[feat]), prec)
+    consts.update(HAS_ASWAP=variant["swap"], HAS_BSWAP=variant["swap"] and col_routing,
                   ACC=tl.float64 if cls == "64" else tl.float32,
                   OPS=getattr(tl, _TL[feat]),
-                  PREC="ieee" if variant["precision"] == "ieee" else "tf32",
+                  PREC=prec,
                   MM=1 if cls == "64" else 0)
     sig, cx, attrs = {}, {}, {}
     for i, name in enumerate(fn.arg_names):
@@ -154,7 +166,7 @@ def _compile(job, arch: int, fn=None):
     from triton.compiler import ASTSource
     kind, cls, meta, warps, stages, variant = job
     fn = fn or dict(_kernels())[kind]
-    sig, cx, attrs = _signature(fn, cls, meta, variant)
+    sig, cx, attrs = _signature(fn, cls, meta, variant, kind)
     src = ASTSource(fn, sig, constexprs=cx, attrs=attrs)
     compiled = triton.compile(src, target=GPUTarget("cuda", arch, WARP_SIZE),
                               options=dict(num_warps=warps, num_stages=stages))

@@ -34,7 +34,8 @@ def _cfg(num_warps, num_stages, **meta):
 CONFIGS = {
     "fwd": {
         "16": [_cfg(8, 3, BM=64, BN=128, BK=64), _cfg(8, 3, BM=128, BN=64, BK=64)],
-        "32": [_cfg(8, 3, BM=128, BN=64, BK=32), _cfg(4, 3, BM=64, BN=64, BK=32)],
+        # (64 x 64 with 4 warps spilled 32 bytes with IEEE products at d = 97 under 3.6.0)
+        "32": [_cfg(8, 3, BM=128, BN=64, BK=32)],
         "64": [_cfg(4, 2, BM=32, BN=32, BK=8)],
     },
     "gstrip": {

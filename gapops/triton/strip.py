@@ -83,6 +83,14 @@ def _operands(a, a_alt, a_swap, b, b_alt, b_swap):
     return ptrs, strides, dict(HAS_ASWAP=has_a, HAS_BSWAP=has_b), width, (a_alt, b_alt)
 
 
+def routes_columns_in_kernel(kind: str, dtype: torch.dtype, precision: str) -> bool:
+    """Whether ``kind``'s kernel routes the column operand B itself (else the launcher passes a
+    routed copy). Not the forward with IEEE fp32 products: there the per-step load of the
+    columns' routing mask left Triton's pipeliner a single buffer (gpu_static.py, Triton 3.8.0,
+    2026-12-03); the copy costs one pass over B, against n x m x d FMA products."""
+    return not (kind == "fwd" and dtype == torch.float32 and precision == "ieee")
+
+
 def strip_forward(a, a_alt, a_swap, b, b_alt, b_swap, a_inv_norm, b_inv_norm, a_pos, b_pos,
                   scale, offset: int, deterministic: bool | None = None):
     """(row_lse [n], col_lse [m]) of the strip, relative to the positives (design 2.1).
@@ -104,8 +112,11 @@ def strip_forward(a, a_alt, a_swap, b, b_alt, b_swap, a_inv_norm, b_inv_norm, a_
                                                                    dtype=acc, device=dev))
     scale = scale.reshape(()).to(device=dev, dtype=acc)
     ainv, binv, apos, bpos = (_vec(t, acc, dev) for t in (a_inv_norm, b_inv_norm, a_pos, b_pos))
-    ptrs, strides, routing, width, _keep = _operands(a, a_alt, a_swap, b, b_alt, b_swap)
     consts = kernel_consts(a.dtype)
+    if b_swap is not None and not routes_columns_in_kernel("fwd", a.dtype, consts["PREC"]):
+        b = b_alt = _routed(b, b_alt, b_swap, 0, m)  # one [m, d] copy, routed on the host
+        b_swap = None
+    ptrs, strides, routing, width, _keep = _operands(a, a_alt, a_swap, b, b_alt, b_swap)
     consts.pop("OPS")
     cap = 2 * num_sms(dev)
     min_bm = min(c.kwargs["BM"] for c in configs._configs("fwd", configs.dtype_class(a.dtype)))
