@@ -87,6 +87,15 @@ def test_a_lost_pipeline_fails(barrier):
         assert row["problems"] == [], row["problems"]
 
 
+def test_a_spilling_config_fails():
+    # fused backward, 128 x 128 tiles, 8 warps: 208 stack bytes of spill on sm_90 (measured
+    # with this script; it was a shipped config before the pruning)
+    extra = 'fused:16:{"BM": 128, "BN": 128, "BK": 64, "BD": 64, "num_warps": 8, "num_stages": 2}'
+    out = run("--only", "combine", "--extra-config", extra)
+    assert out.returncode != 0, out.stdout + out.stderr
+    assert "spills" in out.stdout
+
+
 def test_readers():
     import gpu_static as g
     sass = """
