@@ -306,7 +306,8 @@ def ttir_unordered_loops(ttir: str) -> int:
                 end = j
                 break
         text = "\n".join(body)
-        if "tt.store" in text and "tt.load" in text and not re.search(r"\b(gpu|ttg)\.barrier\b", text):
+        barrier = re.search(r"\b(gpu|ttg)\.barrier\b", text)
+        if "tt.store" in text and "tt.load" in text and not barrier:
             count += 1
     return count
 

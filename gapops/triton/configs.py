@@ -4,8 +4,9 @@ Tuning: on a GPU, strips with at least ``Tuning.min_logits`` logits autotune ove
 their dtype class, keyed on TUNE_KEY (d, N bucket, product precision: TF32 or IEEE, the two swap
 flags) and the argument dtypes; smaller strips run the first config (tuning costs more than it
 saves there). deterministic=True also runs the first config, the fixed one of (kernel, dtype
-class), for every d: the bits do not depend on what a process's autotuner picked. Under the interpreter one config runs, unless a
-test sets ``Tuning.interpreter_configs`` to exercise the tuning path.
+class), for every d: the bits do not depend on what a process's autotuner picked. Under the
+interpreter one config runs, unless a test sets ``Tuning.interpreter_configs`` to exercise the
+tuning path.
 
 Every kernel is written so that a re-run is harmless (issue 10, defect 1: the autotuner runs
 every config on the live buffers): the forward's and the G kernel's outputs are overwritten
