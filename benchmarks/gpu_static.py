@@ -1,24 +1,31 @@
-"""Static check of the GPU kernels' sm_90 code, without a GPU (issue 10).
+"""Static check of the GPU kernels' sm_90 code, without a GPU (issues 10 and 16).
 
-    python benchmarks/gpu_static.py --arch 90 [--cuda | --cuda-so PATH] [--jobs 2]
+    python benchmarks/gpu_static.py --arch 90 [--only fwd,gstrip] [--classes 16,32]
+                                    [--cuda | --cuda-so PATH] [--jobs 2] [--json rows.json]
 
-Compiles every Triton strip kernel x shipped config (gapops/triton/configs.py) for sm_90 with the
-installed Triton (``triton.compile`` of an ``ASTSource`` against ``GPUTarget('cuda', 90, 128)``:
-no device, no driver), reads the cubin with cuobjdump, and prints per kernel and config:
-registers, spill (stack bytes and local store/load instructions), shared memory, whether wgmma
-(HGMMA) is used, GPU-scope fences (MEMBAR .GPU/.SYS) in all and inside loops. With --cuda it
-compiles csrc/cuda/strip.cu to a cubin with nvcc (or reads the extension .so given by --cuda-so)
-and checks the CUDA kernels (CUDA_KERNELS: each must be found) for spills, GPU-scope fences and
-128-bit global loads in the epilogues.
+Compiles every Triton strip kernel x shipped config (gapops/triton/configs.py) x variant for
+sm_90 with the installed Triton (``triton.compile`` of an ``ASTSource`` against
+``GPUTarget('cuda', 90, 32)``, 32 being the warp size: no device, no driver). The variants:
+routing (swap) or not; an aligned shape (N = 32768, d = 768) and an awkward one (N = 1001,
+d = 97), each with the sizes, strides and specializations the launcher really passes (rows
+padded to common.aligned_width); fp16 and bf16, fp32 with IEEE and with TF32 products, fp64.
+It reads the TTGIR and the cubin (cuobjdump) and reports per row: registers, spills, shared
+memory, wgmma (HGMMA), whether the main loop is software-pipelined (async copies, cp.async /
+LDGSTS or TMA / UTMALDG, in both TTGIR and SASS, into multi-buffered shared memory: the stages
+in flight are the buffers of the operand ring), the width of the main loop's global loads (of
+the async copies moving the most bytes, else of the plain loads in the product loops), and
+GPU-scope fences (MEMBAR .GPU/.SYS). With --cuda it compiles csrc/cuda/strip.cu with nvcc (or
+reads the extension .so given by --cuda-so) and checks the CUDA kernels (CUDA_KERNELS: each must
+be found) for spills, GPU-scope fences and 128-bit global loads in the epilogues.
 
-Exits non-zero on a spill, a hot kernel (forward, G strip, fused backward, 16-bit inputs)
-without wgmma, a GPU-scope fence inside a loop, or a loop that stores to and loads from global
-memory with no CTA barrier in it (threads reading back what other threads stored: issue 10,
-defect 3's pattern; checked on the Triton IR).
-
-The shapes compiled are those of N = 32768, d = 768 (every size a multiple of the blocks, so the
-mask-free specializations), 16-byte aligned pointers and unit inner strides, as a real launch
-specializes them. --extra-config KIND:CLASS:JSON adds a config (the CI test adds one that spills).
+Exits non-zero on: a spill; a 16-bit product kernel without wgmma; any GPU-scope fence; a loop
+nest that stores to and loads from global memory with no CTA barrier in it (threads reading back
+what other threads stored: issue 10, defect 3's pattern; checked on the Triton IR); and, for the
+product kernels (forward, G strip, fused backward) of every dtype but fp64 (gradcheck only:
+elementwise products), a main loop that is not pipelined with >= 2 stages or whose loads are
+not 16 bytes wide. --json writes the rows (variant: swap, d, dtype, precision; verdicts:
+pipelined, stages_in_flight, load_width, spills, wgmma, fences, problems).
+--extra-config KIND:CLASS:JSON adds a config (the CI test adds one that spills).
 """
 from __future__ import annotations
 
@@ -35,10 +42,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 HOT = {"fwd_kernel", "gstrip_kernel", "fused_bwd_kernel"}
-_FEATURE_PTRS = {"a_ptr", "aalt_ptr", "b_ptr", "balt_ptr", "w_ptr"}
-_UNIT_STRIDES = {"sa1", "saa1", "sb1", "sba1"}
-_SIZES = dict(n=32768, m=32768, d=768, r0=0, r1=32768, offset=0, tune_bucket=0,
-              sa0=768, saa0=768, sb0=768, sba0=768, sw0=32768)
+_FEATURE_PTRS = {"a_ptr", "b_ptr", "w_ptr"}
 
 
 def _tool(name: str) -> str:
@@ -59,64 +63,116 @@ def _kernels():
             ("combine", col_combine_kernel)]
 
 
+# The variants every shipped config is compiled in: routing (swap) or not; an aligned shape
+# (N = 32768, d = 768: every size a multiple of the blocks) and an awkward one (N = 1001,
+# d = 97: masks everywhere, rows padded by the launcher); per dtype class, the dtypes and
+# product precisions that run it. fp64 (gradcheck only: no tensor cores, elementwise products)
+# is checked for spills and fences only.
+SHAPES = ((32768, 768), (1001, 97))
+DTYPES = {"16": (("fp16", "native"), ("bf16", "native")),
+          "32": (("fp32", "ieee"), ("fp32", "tf32")),
+          "64": (("fp64", "ieee"),)}
+PRODUCT_KINDS = ("fwd", "gstrip", "fused")  # kernels with a matrix-product main loop
+
+
+def _variants(cls):
+    return [dict(swap=swap, n=n, d=d, dtype=dt, precision=prec)
+            for swap in (False, True) for n, d in SHAPES for dt, prec in DTYPES[cls]]
+
+
 def _jobs(extra):
-    """(kind, class, kernel name, config kwargs, num_warps, num_stages) to compile."""
+    """(kind, class, config kwargs, num_warps, num_stages, variant) to compile."""
     from gapops.triton import configs
     jobs = []
     for kind, _ in _kernels():
         if kind == "combine":
-            jobs.append(("combine", "32", dict(BLOCK=256), 4, 1))
+            jobs.append(("combine", "32", dict(BLOCK=256), 4, 1,
+                         dict(swap=False, n=32768, d=768, dtype="fp32", precision="ieee")))
             continue
         for cls, cfgs in configs.CONFIGS[kind].items():
             for c in cfgs:
-                jobs.append((kind, cls, dict(c.kwargs), c.num_warps, c.num_stages))
+                for v in _variants(cls):
+                    jobs.append((kind, cls, dict(c.kwargs), c.num_warps, c.num_stages, v))
     for spec in extra:
         kind, cls, js = spec.split(":", 2)
         meta = json.loads(js)
+        variant = meta.pop("variant", None) or _variants(cls)[0]
         jobs.append((kind, cls, {k: v for k, v in meta.items() if k.isupper()},
-                     meta.get("num_warps", 4), meta.get("num_stages", 2)))
+                     meta.get("num_warps", 4), meta.get("num_stages", 2), variant))
     return jobs
 
 
-def _signature(fn, cls: str, meta: dict):
+_TL = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32", "fp64": "float64"}
+
+
+def _launch_sizes(variant, meta):
+    """The integer arguments and shape constexprs of a launch of this variant, as the launcher
+    (gapops/triton/strip.py) makes them: rows padded to common.aligned_width, W rows too."""
+    from gapops.triton.common import aligned_width
+    n, d = variant["n"], variant["d"]
+    width = aligned_width(d)
+    sizes = dict(n=n, m=n, d=width, r0=0, r1=n, offset=0, tune_bucket=0,
+                 sa0=width, saa0=width, sb0=width, sba0=width, sw0=aligned_width(n))
+    shape = dict(EVEN_MN=n % meta.get("BM", 1) == 0 and n % meta.get("BN", 1) == 0)
+    if "BK" in meta:
+        shape["EVEN_K"] = width % meta["BK"] == 0
+    if "BD" in meta:
+        shape["EVEN_D"] = width % meta["BD"] == 0
+    return sizes, shape
+
+
+def _signature(fn, cls: str, meta: dict, variant: dict, kind: str = "fwd"):
+    import torch
     import triton.language as tl
-    feat = {"16": "bf16", "32": "fp32", "64": "fp64"}[cls]
+
+    from gapops.triton.strip import routes_columns_in_kernel
+    feat = variant["dtype"]
     acc = "fp64" if cls == "64" else "fp32"
+    sizes, shape = _launch_sizes(variant, meta)
     consts = dict(meta)
-    consts.update(HAS_ASWAP=False, HAS_BSWAP=False, EVEN_K=True, EVEN_D=True, EVEN_MN=True,
+    consts.update(shape)
+    prec = "ieee" if variant["precision"] == "ieee" else "tf32"
+    col_routing = routes_columns_in_kernel(kind, getattr(torch, _TL[feat]), prec)
+    consts.update(HAS_ASWAP=variant["swap"], HAS_BSWAP=variant["swap"] and col_routing,
                   ACC=tl.float64 if cls == "64" else tl.float32,
-                  OPS={"16": tl.bfloat16, "32": tl.float32, "64": tl.float64}[cls],
-                  PREC="ieee" if cls == "64" else "tf32", MM=1 if cls == "64" else 0)
-    consts.update({k: 1 for k in _UNIT_STRIDES})
+                  OPS=getattr(tl, _TL[feat]),
+                  PREC=prec,
+                  MM=1 if cls == "64" else 0)
     sig, cx, attrs = {}, {}, {}
     for i, name in enumerate(fn.arg_names):
         if name in consts:
             sig[name] = "constexpr"
             cx[name] = consts[name]
         elif name.endswith("_ptr"):
-            sig[name] = ("*" + feat if name in _FEATURE_PTRS else "*u8" if "swap" in name
+            sig[name] = ("*" + feat if name in _FEATURE_PTRS else "*i32" if "swap" in name
                          else "*i32" if name == "nprog_ptr" else "*" + acc)
+            attrs[(i,)] = [["tt.divisibility", 16]]
+        elif name.endswith("_off"):  # routing alternative's offset (common.alt_offset)
+            sig[name] = "i64"
             attrs[(i,)] = [["tt.divisibility", 16]]
         else:
             sig[name] = "i32"
-            if _SIZES.get(name, 1) % 16 == 0:
+            if sizes.get(name, 1) % 16 == 0:  # Triton specializes integers divisible by 16
                 attrs[(i,)] = [["tt.divisibility", 16]]
     return sig, cx, attrs
 
 
-def _compile(job, arch: int):
-    """Compile one (kernel, config) for sm_<arch>; returns (asm dict, metadata dict)."""
+WARP_SIZE = 32  # GPUTarget's third field is the warp size (threads), not a thread count
+
+
+def _compile(job, arch: int, fn=None):
+    """Compile one (kernel, config, variant) for sm_<arch>; returns (asm dict, metadata dict)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-    kind, cls, meta, warps, stages = job
-    fn = dict(_kernels())[kind]
-    sig, cx, attrs = _signature(fn, cls, meta)
+    kind, cls, meta, warps, stages, variant = job
+    fn = fn or dict(_kernels())[kind]
+    sig, cx, attrs = _signature(fn, cls, meta, variant, kind)
     src = ASTSource(fn, sig, constexprs=cx, attrs=attrs)
-    compiled = triton.compile(src, target=GPUTarget("cuda", arch, 128),
+    compiled = triton.compile(src, target=GPUTarget("cuda", arch, WARP_SIZE),
                               options=dict(num_warps=warps, num_stages=stages))
     md = compiled.metadata
-    return ({k: compiled.asm[k] for k in ("ttir", "ptx", "cubin")},
+    return ({k: compiled.asm[k] for k in ("ttir", "ttgir", "ptx", "cubin")},
             dict(shared=getattr(md, "shared", 0), name=getattr(md, "name", fn.__name__)))
 
 
@@ -164,12 +220,58 @@ def sass_facts(sass: str) -> dict:
             if t is not None and t <= addr:
                 loops.append((t, addr))
     fences = [a for a, t in insns if "MEMBAR" in t and (".GPU" in t or ".SYS" in t)]
+    mma_loops = [(lo, hi) for lo, hi in loops
+                 if any(lo <= a <= hi and _MMA.match(t) for a, t in insns)]
+    async_widths = [16 if op.startswith("UTMALDG") else _width(op)
+                    for _, t in insns for op in [_opcode(t)]
+                    if op.startswith(("LDGSTS", "UTMALDG"))]
+    loop_ldg = [_width(op) for a, t in insns for op in [_opcode(t)]
+                if op.startswith("LDG.") and any(lo <= a <= hi for lo, hi in mma_loops)]
     return dict(
         wgmma=any("HGMMA" in t for _, t in insns),
         spill_insns=sum(1 for _, t in insns if re.match(r"(@!?U?P\d+\s+)?(STL|LDL)\b", t)),
         fences=len(fences),
         fences_in_loops=sum(1 for a in fences if any(lo <= a <= hi for lo, hi in loops)),
+        async_copies=len(async_widths),
+        # the main loop's global loads: the width of the async copies moving the most bytes
+        # (the operand tiles; routing masks are 4-byte copies) where there are any, else the
+        # narrowest plain load inside a product loop
+        load_width=_dominant(async_widths) if async_widths else min(loop_ldg or [0]),
     )
+
+
+_MMA = re.compile(r"(@!?U?P\d+\s+)?(HGMMA|HMMA|DMMA)\b")
+_WIDTHS = {"128": 16, "64": 8, "U16": 2, "S16": 2, "U8": 1, "S8": 1}
+
+
+def _dominant(widths: list) -> int:
+    """The width whose instructions move the most bytes (ties: the narrower)."""
+    return max(sorted(set(widths)), key=lambda w: w * widths.count(w))
+
+
+def _opcode(text: str) -> str:
+    """The opcode with its modifiers of one SASS instruction (predicate dropped)."""
+    return re.sub(r"^@!?U?P\w+\s+", "", text).split(" ", 1)[0]
+
+
+def _width(op: str) -> int:
+    """Bytes per thread of a global load / async copy opcode (LDG.E.128: 16; LDG.E: 4)."""
+    for part in op.split(".")[1:]:
+        if part in _WIDTHS:
+            return _WIDTHS[part]
+    return 4
+
+
+_BUFFERS = re.compile(r"ttg\.local_alloc\s*:\s*\(\)\s*->\s*!ttg\.memdesc<(\d+)x\d+x\d+x")
+
+
+def ttgir_pipeline(ttgir: str) -> dict:
+    """Software pipelining as Triton's pipeliner left it: async copies (cp.async or TMA) into
+    multi-buffered shared memory; stages = the most buffers of one operand ring (1: none)."""
+    copies = len(re.findall(r"\b(?:ttg\.async_copy_global_to_local|"
+                            r"ttng\.async_tma_copy_global_to_local)\b", ttgir))
+    stages = max([int(x) for x in _BUFFERS.findall(ttgir)] or [1]) if copies else 1
+    return dict(ttgir_async_copies=copies, stages_in_flight=stages)
 
 
 def res_usage(text: str) -> dict:
@@ -187,51 +289,71 @@ def res_usage(text: str) -> dict:
 
 
 def ttir_unordered_loops(ttir: str) -> int:
-    """Loops (scf.for / scf.while bodies, nested ones included in their parents) that both store
-    to and load from global memory with no barrier inside: other threads may read back a value
-    before it is stored."""
+    """Loop nests (outermost scf.for / scf.while bodies) that both store to and load from
+    global memory with no barrier anywhere inside: other threads may read back a value before
+    it is stored. A barrier in an outer loop orders its inner loops' iterations of one sweep
+    against the next sweep's (the forward's pattern: within a sweep each column block's
+    partials are read and written once, by a value-dependent read-modify-write)."""
     lines = ttir.splitlines()
-    count = 0
+    count, end = 0, -1
     for i, line in enumerate(lines):
-        if not re.search(r"\bscf\.(for|while)\b", line):
+        if i <= end or not re.search(r"\bscf\.(for|while)\b", line):
             continue
         depth, body = 0, []
-        for other in lines[i:]:
+        for j, other in enumerate(lines[i:], i):
             depth += other.count("{") - other.count("}")
             body.append(other)
             if depth <= 0 and len(body) > 1:
+                end = j
                 break
         text = "\n".join(body)
-        if "tt.store" in text and "tt.load" in text and not re.search(r"\b(gpu|ttg)\.barrier\b", text):
+        barrier = re.search(r"\b(gpu|ttg)\.barrier\b", text)
+        if "tt.store" in text and "tt.load" in text and not barrier:
             count += 1
     return count
 
 
-def check_one(job, arch):
-    asm, md = _compile(job, arch)
-    kind, cls, meta, warps, stages = job
+def check_one(job, arch, fn=None):
+    asm, md = _compile(job, arch, fn)
+    kind, cls, meta, warps, stages, variant = job
     usage = res_usage(_cuobjdump(asm["cubin"], "-res-usage"))
     ru = next(iter(usage.values()), {})
     facts = sass_facts(_cuobjdump(asm["cubin"], "-sass"))
+    pipe = ttgir_pipeline(asm["ttgir"])
     row = dict(kernel=md["name"].split("_kernel")[0] + "_kernel" if "_kernel" in md["name"]
                else md["name"], kind=kind, cls=cls, config=meta, warps=warps, stages=stages,
-               regs=ru.get("REG", 0), stack=ru.get("STACK", 0), local=ru.get("LOCAL", 0),
-               shared=md["shared"], unordered_loops=ttir_unordered_loops(asm["ttir"]), **facts)
+               **variant, regs=ru.get("REG", 0), stack=ru.get("STACK", 0),
+               local=ru.get("LOCAL", 0), shared=md["shared"],
+               unordered_loops=ttir_unordered_loops(asm["ttir"]), **facts, **pipe)
+    row["spills"] = row["stack"] + row["local"]
+    row["pipelined"] = bool(pipe["ttgir_async_copies"] and facts["async_copies"]
+                            and pipe["stages_in_flight"] >= 2)
     row["problems"] = problems(row)
     return row
+
+
+def _tensor_core_kind(row) -> bool:
+    """A product kernel whose main loop runs on tensor cores (every dtype but fp64)."""
+    return row["kind"] in PRODUCT_KINDS and row.get("dtype") != "fp64"
 
 
 def problems(row) -> list:
     out = []
     if row["stack"] or row["local"] or row["spill_insns"]:
         out.append(f"spills ({row['stack']} stack bytes, {row['spill_insns']} STL/LDL)")
-    if row["kind"] in ("fwd", "gstrip", "fused") and row["cls"] == "16" and not row["wgmma"]:
+    if row["kind"] in PRODUCT_KINDS and row["cls"] == "16" and not row["wgmma"]:
         out.append("hot kernel without wgmma")
-    if row["fences_in_loops"]:
-        out.append(f"{row['fences_in_loops']} GPU-scope fences inside loops")
+    if row["fences"]:
+        out.append(f"{row['fences']} GPU-scope fences ({row['fences_in_loops']} inside loops)")
     if row["unordered_loops"]:
         out.append(f"{row['unordered_loops']} loops store and load global memory without a "
                    "barrier")
+    if _tensor_core_kind(row):
+        if not row["pipelined"]:
+            out.append(f"main loop not pipelined ({row['ttgir_async_copies']} async copies in "
+                       f"TTGIR, {row['async_copies']} in SASS, {row['stages_in_flight']} stages)")
+        if row["load_width"] < 16:  # the launcher pads rows, so the data always allows 16
+            out.append(f"main-loop loads {row['load_width']} bytes wide, not 16")
     return out
 
 
@@ -316,6 +438,7 @@ def cuda_rows(cubin_or_so: bytes | str) -> list:
                    regs=ru.get("REG", 0), stack=ru.get("STACK", 0), local=ru.get("LOCAL", 0),
                    shared=ru.get("SHARED", 0), unordered_loops=0,
                    load128=len(_LDG128.findall(text)), **facts)
+        row["spills"] = row["stack"] + row["local"]
         row["problems"] = cuda_problems(row)
         rows.append(row)
     found = {r["kernel"].split("<")[0] for r in rows}
@@ -329,16 +452,29 @@ def cuda_rows(cubin_or_so: bytes | str) -> list:
 
 # ---------------------------------------------------------------------------------------------
 
-def print_table(rows):
-    head = f"{'kernel':<30}{'cls':>4} {'config':<34}{'w/s':>5}{'regs':>6}{'spill':>7}" \
-           f"{'smem':>8}{'wgmma':>7}{'fence':>6}{'inloop':>7}  problems"
+def _variant_label(r) -> str:
+    if "dtype" not in r:
+        return "-"
+    return f"{'swap' if r['swap'] else 'plain'},d{r['d']},{r['dtype']}" + \
+        (f",{r['precision']}" if r["dtype"] == "fp32" else "")
+
+
+def print_header():
+    head = f"{'kernel':<18}{'config':<22}{'w/s':>5} {'variant':<22}{'regs':>5}{'spill':>6}" \
+           f"{'smem':>7}{'mma':>4}{'pipe':>5}{'ldw':>4}{'fence':>6}  problems"
     print(head)
-    print("-" * len(head))
+    print("-" * len(head), flush=True)
+
+
+def print_table(rows):
     for r in rows:
         cfg = ",".join(f"{k}{v}" for k, v in r["config"].items())
-        print(f"{r['kernel'][:30]:<30}{r['cls']:>4} {cfg:<34}{r['warps']}/{r['stages']:<3}"
-              f"{r['regs']:>6}{r['stack']:>7}{r['shared']:>8}{'yes' if r['wgmma'] else 'no':>7}"
-              f"{r['fences']:>6}{r['fences_in_loops']:>7}  {'; '.join(r['problems']) or 'ok'}")
+        pipe = (f"{r['stages_in_flight']}" if r.get("pipelined") else "no") \
+            if "pipelined" in r else "-"
+        print(f"{r['kernel'][:18]:<18}{cfg[:22]:<22}{r['warps']}/{r['stages']:<3}"
+              f"{_variant_label(r):<22}{r['regs']:>5}{r['stack']:>6}{r['shared']:>7}"
+              f"{'yes' if r['wgmma'] else 'no':>4}{pipe:>5}{r.get('load_width', '-'):>4}"
+              f"{r['fences']:>6}  {'; '.join(r['problems']) or 'ok'}", flush=True)
 
 
 def main(argv=None) -> int:
@@ -349,21 +485,31 @@ def main(argv=None) -> int:
     ap.add_argument("--cuda-so", help="read the CUDA kernels from this built extension")
     ap.add_argument("--extra-config", action="append", default=[], metavar="KIND:CLASS:JSON")
     ap.add_argument("--only", help="shipped configs of these kinds only (fwd,gstrip,fused,combine)")
+    ap.add_argument("--classes", help="dtype classes only (16,32,64)")
     ap.add_argument("--json", help="also write the rows here")
     args = ap.parse_args(argv)
     os.environ.pop("TRITON_INTERPRET", None)  # compile for the GPU even where tests interpret
     jobs = _jobs([])
     if args.only:
         jobs = [j for j in jobs if j[0] in args.only.split(",")]
+    if args.classes:
+        jobs = [j for j in jobs if j[1] in args.classes.split(",")]
     jobs += _jobs(args.extra_config)[len(_jobs([])):]
-    if args.jobs > 1:
+    print_header()
+    rows = []
+    if args.jobs > 1:  # rows printed as they come (a long check on a busy machine shows progress)
         with ProcessPoolExecutor(args.jobs) as pool:
-            rows = list(pool.map(check_one, jobs, [args.arch] * len(jobs)))
+            for row in pool.map(check_one, jobs, [args.arch] * len(jobs)):
+                print_table([row])
+                rows.append(row)
     else:
-        rows = [check_one(j, args.arch) for j in jobs]
+        for j in jobs:
+            rows.append(check_one(j, args.arch))
+            print_table(rows[-1:])
     if args.cuda or args.cuda_so:
-        rows += cuda_rows(args.cuda_so or cuda_cubin(args.arch))
-    print_table(rows)
+        cuda = cuda_rows(args.cuda_so or cuda_cubin(args.arch))
+        print_table(cuda)
+        rows += cuda
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1, default=str)

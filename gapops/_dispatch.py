@@ -18,6 +18,7 @@ and for the sigmoid (SigLIP) loss the one function of section 2.6, with the sign
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -103,7 +104,7 @@ def _triton_unavailable() -> Optional[str]:
 
 
 def _triton_kernels():
-    from .triton_strip import strip_backward, strip_forward
+    from .triton.strip import strip_backward, strip_forward
     return strip_forward, strip_backward
 
 
@@ -190,9 +191,14 @@ def resolve(name: str, device: torch.device, loss: str = "softmax", *,
     return be
 
 
-def strip_kernels(name: str) -> tuple:
-    """(strip_forward, strip_backward) of backend ``name`` (already resolved)."""
-    return BACKENDS[name].kernels()
+def strip_kernels(name: str, deterministic: bool = False) -> tuple:
+    """(strip_forward, strip_backward) of backend ``name`` (already resolved). deterministic:
+    a forward that can pick among configs (marked ``takes_deterministic``: Triton's autotuned
+    one) is bound to its fixed choice, so that every process gets the same bits."""
+    forward, backward = BACKENDS[name].kernels()
+    if deterministic and getattr(forward, "takes_deterministic", False):
+        forward = functools.partial(forward, deterministic=True)
+    return forward, backward
 
 
 def sigmoid_kernel(name: str) -> Callable:

@@ -35,7 +35,7 @@ def contrastive_loss_rows(x: Tensor, y: Tensor, swap_mask: Optional[Tensor], sca
     Returns (loss_rows, row_lse, col_lse, inv_x, inv_y, pair_cos), each [N] in the accumulation
     dtype; the last five are saved for backward.
     """
-    forward, _ = _dispatch.strip_kernels(backend)
+    forward, _ = _dispatch.strip_kernels(backend, deterministic)
     inv_x, inv_y = _fused.inverse_norms(x, normalize), _fused.inverse_norms(y, normalize)
     cos = _fused.pair_cosines(x, y, inv_x, inv_y)
     row_lse, col_lse = forward(*_fused.strip_inputs(x, y, swap_mask, inv_x, inv_y, cos), scale, 0)

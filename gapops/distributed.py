@@ -200,7 +200,7 @@ class _DistributedRows(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, y, swap_mask, scale, normalize, backend, deterministic, group, counts,
                 rank):
-        forward, _ = _dispatch.strip_kernels(backend)
+        forward, _ = _dispatch.strip_kernels(backend, deterministic)
         offset, n = sum(counts[:rank]), counts[rank]
         inv_x, inv_y = _fused.inverse_norms(x, normalize), _fused.inverse_norms(y, normalize)
         cos = _fused.pair_cosines(x, y, inv_x, inv_y)

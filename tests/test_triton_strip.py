@@ -1,4 +1,4 @@
-"""Triton-specific checks of the strip (gapops/triton_strip.py) against the float64 reference.
+"""Triton-specific checks of the strip (gapops/triton/strip.py) against the float64 reference.
 
 What tests/test_strip.py does not cover: both backward shapes explicitly, several G strips,
 multi-block persistent forward programs, the autotuning path run on live buffers (issue 10,
@@ -22,8 +22,8 @@ SHAPES = ["gstrip", "fused"]
 
 
 def _ts():
-    from gapops import triton_strip
-    return triton_strip
+    from gapops.triton import strip
+    return strip
 
 
 def check(case, dtype, tol_f, tol_b, shape, g_scale=1.0, deterministic=False):
@@ -86,7 +86,7 @@ def test_persistent_forward_programs(monkeypatch):
     """More row blocks than forward programs: each program sweeps several row blocks and merges
     into its column partials more than once."""
     ts = _ts()
-    monkeypatch.setattr(ts, "_num_sms", lambda dev: 1)  # 2 programs, 5 row blocks of 64
+    monkeypatch.setattr(ts, "num_sms", lambda dev: 1)  # 2 programs, 5 row blocks of 64
     case = make_strip(300, 300, 16, 0, torch.float32, seed=6, device=DEV)
     check(case, torch.float32, 1e-5, 1e-4, "fused")
 

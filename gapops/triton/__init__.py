@@ -1,10 +1,16 @@
-"""Triton strip kernels, one job per module (docs/triton.md describes how they fit together).
+"""The Triton backend, one job per module (docs/triton.md describes how they fit together).
 
-    tile.py             jit helpers every kernel shares: row routing, the cosine tile, exp2/log1p
+    strip.py            entry points strip_forward / strip_backward: argument checks, buffers,
+                        grids, the G strip's matrix products (the launchers)
+    common.py           host helpers any kernel family here shares: dtype constexprs
+                        (kernel_consts), SM count, device context, routing-mask arguments
+    configs.py          block-size configs, the tuning key and the tuned-launch helper (launch)
+    tile.py             jit helpers every strip kernel shares: row routing, the cosine tile,
+                        exp2/log1p
     forward.py          the forward kernel and the column-statistics combine
     backward_fused.py   backward shape (a): one kernel, relaxed fp32 atomics
     backward_gstrip.py  backward shape (b): a G-strip kernel and two matrix products
-    configs.py          block-size configs, the tuning key and the tuned-launch helper
-
-The public entry points are ``gapops.triton_strip.strip_forward`` / ``strip_backward``.
 """
+from .strip import BWD_SHAPES, DEFAULT_BWD_SHAPE, strip_backward, strip_forward
+
+__all__ = ["strip_forward", "strip_backward", "BWD_SHAPES", "DEFAULT_BWD_SHAPE"]

@@ -28,11 +28,11 @@ _LOG2E: tl.constexpr = tl.constexpr(LOG2E)
     "EVEN_MN": lambda a: a["n"] % a["BM"] == 0 and a["m"] % a["BN"] == 0,
 })
 @triton.jit
-def fused_bwd_kernel(a_ptr, aalt_ptr, aswap_ptr, b_ptr, balt_ptr, bswap_ptr, ainv_ptr, binv_ptr,
+def fused_bwd_kernel(a_ptr, aalt_off, aswap_ptr, b_ptr, balt_off, bswap_ptr, ainv_ptr, binv_ptr,
                      apos_ptr, bpos_ptr, scale_ptr, row_lse_ptr, col_lse_ptr, g_row_ptr,
                      g_col_ptr, wscale_ptr, da_ptr, db_ptr, dsp_ptr, nprog_ptr,
                      n, m, d, offset, tune_bucket,
-                     sa0, sa1, saa0, saa1, sb0, sb1, sba0, sba1,
+                     sa0, saa0, sb0, sba0,
                      BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr,
                      EVEN_K: tl.constexpr, EVEN_D: tl.constexpr, EVEN_MN: tl.constexpr,
                      HAS_ASWAP: tl.constexpr, HAS_BSWAP: tl.constexpr, ACC: tl.constexpr,
@@ -47,8 +47,7 @@ def fused_bwd_kernel(a_ptr, aalt_ptr, aswap_ptr, b_ptr, balt_ptr, bswap_ptr, ain
     rows = pid * BM + tl.arange(0, BM)
     rmask = rows < n
     rows64 = rows.to(tl.int64)
-    a_base, a_k = routed_rows(a_ptr, aalt_ptr, aswap_ptr, rows, rmask, sa0, sa1, saa0, saa1,
-                              HAS_ASWAP)
+    a_base = routed_rows(a_ptr, aalt_off, aswap_ptr, rows, rmask, sa0, saa0, HAS_ASWAP)
     rho, ap, r2, gr, gpos, wrow = row_weights(rows, rmask, offset, s, wsc, ainv_ptr, apos_ptr,
                                               row_lse_ptr, col_lse_ptr, g_row_ptr, g_col_ptr)
     ds = tl.zeros([BM], dtype=ACC)
@@ -56,10 +55,9 @@ def fused_bwd_kernel(a_ptr, aalt_ptr, aswap_ptr, b_ptr, balt_ptr, bswap_ptr, ain
         cols = c0 + tl.arange(0, BN)
         cmask = cols < m
         cols64 = cols.to(tl.int64)
-        b_base, b_k = routed_rows(b_ptr, balt_ptr, bswap_ptr, cols, cmask, sb0, sb1, sba0, sba1,
-                                  HAS_BSWAP)
+        b_base = routed_rows(b_ptr, balt_off, bswap_ptr, cols, cmask, sb0, sba0, HAS_BSWAP)
         sig, bp, c2, gc = col_weights(cols, cmask, binv_ptr, bpos_ptr, col_lse_ptr, g_col_ptr)
-        dots = dot_tile(a_base, a_k, rmask, b_base, b_k, cmask, d, BM, BN, BK, EVEN_K, EVEN_MN,
+        dots = dot_tile(a_base, rmask, b_base, cmask, d, BM, BN, BK, EVEN_K, EVEN_MN,
                         ACC, PREC, MM)
         W, dsr = grad_tile(dots, rows, rmask, cols, cmask, offset, s2, rho, ap, r2, gr, gpos,
                            wrow, sig, bp, c2, gc,
@@ -69,11 +67,11 @@ def fused_bwd_kernel(a_ptr, aalt_ptr, aswap_ptr, b_ptr, balt_ptr, bswap_ptr, ain
         for k0 in range(0, d, BD):
             ks = k0 + tl.arange(0, BD)
             kmask = ks < d
-            bb = load_k_chunk(b_base, b_k, cmask, ks, d, EVEN_D, EVEN_MN, False)  # [BN, BD]
+            bb = load_k_chunk(b_base, cmask, ks, d, EVEN_D, EVEN_MN, False)  # [BN, BD]
             da = mm(W, bb, tl.zeros([BM, BD], dtype=ACC), PREC, MM) * unscale
             tl.atomic_add(da_ptr + rows64[:, None] * d + ks[None, :], da,
                           mask=rmask[:, None] & kmask[None, :], sem="relaxed")
-            aa = load_k_chunk(a_base, a_k, rmask, ks, d, EVEN_D, EVEN_MN, False)  # [BM, BD]
+            aa = load_k_chunk(a_base, rmask, ks, d, EVEN_D, EVEN_MN, False)  # [BM, BD]
             db = mm(Wt, aa, tl.zeros([BN, BD], dtype=ACC), PREC, MM) * unscale
             tl.atomic_add(db_ptr + cols64[:, None] * d + ks[None, :], db,
                           mask=cmask[:, None] & kmask[None, :], sem="relaxed")

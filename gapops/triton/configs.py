@@ -1,10 +1,12 @@
 """Block-size configs of the Triton strip kernels, the tuning key, and the launch helper.
 
 Tuning: on a GPU, strips with at least ``Tuning.min_logits`` logits autotune over the configs of
-their dtype class, keyed on (d, N bucket, dtypes); smaller strips run the first config (tuning
-costs more than it saves there). deterministic=True also runs the first config, so the bits do
-not depend on what a process's autotuner picked. Under the interpreter one config runs, unless a
-test sets ``Tuning.interpreter_configs`` to exercise the tuning path.
+their dtype class, keyed on TUNE_KEY (d, N bucket, product precision: TF32 or IEEE, the two swap
+flags) and the argument dtypes; smaller strips run the first config (tuning costs more than it
+saves there). deterministic=True also runs the first config, the fixed one of (kernel, dtype
+class), for every d: the bits do not depend on what a process's autotuner picked. Under the
+interpreter one config runs, unless a test sets ``Tuning.interpreter_configs`` to exercise the
+tuning path.
 
 Every kernel is written so that a re-run is harmless (issue 10, defect 1: the autotuner runs
 every config on the live buffers): the forward's and the G kernel's outputs are overwritten
@@ -13,9 +15,9 @@ the fused backward's atomically accumulated outputs are zeroed and the chosen co
 once more when a call tuned (``launch(zero_on_retune=...)``).
 
 The configs were pruned with ``benchmarks/gpu_static.py --arch 90`` under both Triton 3.6.0 (the
-GPU machines') and 3.8.0: none spills on sm_90 with either. (Under 3.6.0, 16-bit 64x128 forward
-tiles with 4 warps spilled 680 bytes, and 16-bit G-strip tiles of 128x128, or 128x64 / 64x128 with
-4 warps, spilled 16-216 bytes; 3.8.0 compiled them without.)
+GPU machines') and 3.8.0: every shipped config, in every variant (swap or not, d = 768 and 97,
+fp16 / bf16 / fp32 IEEE and TF32), compiles on sm_90 without spills, with a pipelined main loop
+(>= 2 stages of async copies) of 16-byte loads (docs/triton.md lists what was removed and why).
 """
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ def _cfg(num_warps, num_stages, **meta):
 CONFIGS = {
     "fwd": {
         "16": [_cfg(8, 3, BM=64, BN=128, BK=64), _cfg(8, 3, BM=128, BN=64, BK=64)],
-        "32": [_cfg(8, 3, BM=128, BN=64, BK=32), _cfg(4, 3, BM=64, BN=64, BK=32)],
+        # (64 x 64 with 4 warps spilled 32 bytes with IEEE products at d = 97 under 3.6.0)
+        "32": [_cfg(8, 3, BM=128, BN=64, BK=32)],
         "64": [_cfg(4, 2, BM=32, BN=32, BK=8)],
     },
     "gstrip": {
@@ -44,7 +47,9 @@ CONFIGS = {
     },
     "fused": {
         "16": [_cfg(8, 3, BM=64, BN=128, BK=64, BD=64), _cfg(8, 2, BM=128, BN=64, BK=64, BD=64)],
-        "32": [_cfg(8, 2, BM=64, BN=64, BK=32, BD=64), _cfg(4, 2, BM=64, BN=64, BK=32, BD=32)],
+        # no fp32 configs: on a GPU fp32 runs the G strip (strip.effective_bwd_shape); the
+        # fused fp32 kernel spilled 4.5 KB with IEEE products (BM64,BN64,BK32, BD 32 or 64)
+        # and its copies fell to 4 bytes with TF32 (gpu_static.py, Triton 3.8.0, 2026-12-03)
         "64": [_cfg(4, 2, BM=16, BN=16, BK=8, BD=8)],
     },
 }
@@ -54,6 +59,11 @@ INTERPRETER = {
     "gstrip": _cfg(4, 1, BM=64, BN=64, BK=64),
     "fused": _cfg(4, 1, BM=64, BN=64, BK=64, BD=64),
 }
+
+
+# The launch arguments a tuned choice is keyed on (beside the argument dtypes, which Triton adds):
+# a config tuned for IEEE fp32 products is not the one for TF32, nor one for routed operands.
+TUNE_KEY = ["d", "tune_bucket", "PREC", "HAS_ASWAP", "HAS_BSWAP"]
 
 
 class Tuning:
@@ -95,7 +105,7 @@ def launch(kind: str, kernel, grid, args: tuple, consts: dict, dtype: torch.dtyp
         return
     key = (kind, cls, id(kernel), tuple(map(str, configs)))
     if key not in _tuners:
-        _tuners[key] = triton.autotune(configs, key=["d", "tune_bucket"],
+        _tuners[key] = triton.autotune(configs, key=TUNE_KEY,
                                        do_bench=Tuning.do_bench)(kernel)
     tuner = _tuners[key]
     before = len(tuner.cache)

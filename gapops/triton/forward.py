@@ -2,9 +2,13 @@
 stored.
 
 ``fwd_kernel``: a persistent grid of P = min(row blocks, 2 x SMs) programs; program p takes row
-blocks p, p + P, ... and sweeps every column block of each. The tile loop and the K loop are one
-flattened loop, so that the software pipeline keeps the next tile's loads in flight while the
-epilogue of the current tile runs (the per-tile epilogue is the costly part: two exp2 per logit).
+blocks p, p + P, ... (the outer loop, one sweep each, ending in the CTA barrier) and sweeps
+every column block of each. Inside a sweep the column loop and the K loop are one flattened loop
+that recomputes its operand pointers from the step every iteration, so that Triton's software
+pipeliner turns its loads into 16-byte async copies with several stages in flight, also across
+the epilogue of a tile (the costly part: two exp2 per logit). A barrier inside that loop, or
+pointers carried from one iteration to the next, stops the pipeliner (issue 16; the static check
+benchmarks/gpu_static.py fails then).
 Each tile feeds (a) the row states (M2, S) in registers, finalized at the end of a sweep, and
 (b) the program's column partial states in a [P, m] buffer that only program p touches: its
 first sweep stores, later sweeps merge. ``col_combine_kernel`` merges the P partials of a column
@@ -30,10 +34,10 @@ _LOG2E: tl.constexpr = tl.constexpr(LOG2E)
     "EVEN_MN": lambda a: a["n"] % a["BM"] == 0 and a["m"] % a["BN"] == 0,
 })
 @triton.jit
-def fwd_kernel(a_ptr, aalt_ptr, aswap_ptr, b_ptr, balt_ptr, bswap_ptr, ainv_ptr, binv_ptr,
+def fwd_kernel(a_ptr, aalt_off, aswap_ptr, b_ptr, balt_off, bswap_ptr, ainv_ptr, binv_ptr,
                apos_ptr, bpos_ptr, scale_ptr, row_lse_ptr, pm_ptr, ps_ptr, nprog_ptr,
                n, m, d, offset, tune_bucket,
-               sa0, sa1, saa0, saa1, sb0, sb1, sba0, sba1,
+               sa0, saa0, sb0, sba0,
                BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
                EVEN_K: tl.constexpr, EVEN_MN: tl.constexpr,
                HAS_ASWAP: tl.constexpr, HAS_BSWAP: tl.constexpr,
@@ -45,80 +49,64 @@ def fwd_kernel(a_ptr, aalt_ptr, aswap_ptr, b_ptr, balt_ptr, bswap_ptr, ainv_ptr,
     s2 = tl.load(scale_ptr).to(ACC) * _LOG2E
     n_cb = tl.cdiv(m, BN)
     k_steps = tl.cdiv(d, BK)
-    n_steps = tl.cdiv(tl.cdiv(n, BM) - pid, nprog) * n_cb * k_steps
     ar = tl.arange(0, BM)
     ac = tl.arange(0, BN)
-    # the first tile's operands; later tiles' are set when their K loop starts (ki == 0)
-    rb = pid
-    cb = 0
-    rows = rb * BM + ar
-    cols = ac
-    rmask = rows < n
-    cmask = cols < m
-    a_base, a_k = routed_rows(a_ptr, aalt_ptr, aswap_ptr, rows, rmask, sa0, sa1, saa0, saa1,
-                              HAS_ASWAP)
-    b_base, b_k = routed_rows(b_ptr, balt_ptr, bswap_ptr, cols, cmask, sb0, sb1, sba0, sba1,
-                              HAS_BSWAP)
-    acc = tl.zeros([BM, BN], dtype=ACC)
-    Mr = tl.zeros([BM], dtype=ACC)
-    Sr = tl.zeros([BM], dtype=ACC)
-    t = 0   # this program's tile counter
-    ki = 0
-    for _ in range(0, n_steps):
-        if ki == 0:
-            rb = pid + (t // n_cb) * nprog
-            cb = t % n_cb
-            rows = rb * BM + ar
+    # outer loop: this program's row blocks (a sweep each); it holds the CTA barrier, which
+    # would stop the software pipeliner inside the inner loop
+    for rb in range(pid, tl.cdiv(n, BM), nprog):
+        rows = rb * BM + ar
+        rmask = rows < n
+        rho = tl.load(ainv_ptr + rows, mask=rmask, other=0.0)
+        ap = tl.load(apos_ptr + rows, mask=rmask, other=0.0)
+        # the sweep's row pointers: defined outside the inner loop, so not loop-carried
+        a_base = routed_rows(a_ptr, aalt_off, aswap_ptr, rows, rmask, sa0, saa0, HAS_ASWAP)
+        acc = tl.zeros([BM, BN], dtype=ACC)
+        Mr = tl.zeros([BM], dtype=ACC)
+        Sr = tl.zeros([BM], dtype=ACC)
+        # inner loop: column blocks x K chunks flattened into one pipelined loop. The operand
+        # pointers are recomputed from the step every iteration (not carried across
+        # iterations), so the compiler keeps their alignment: 16-byte async copies
+        for step in range(0, n_cb * k_steps):
+            cb = step // k_steps
+            ki = step - cb * k_steps
             cols = cb * BN + ac
-            rmask = rows < n
             cmask = cols < m
-            a_base, a_k = routed_rows(a_ptr, aalt_ptr, aswap_ptr, rows, rmask, sa0, sa1, saa0,
-                                      saa1, HAS_ASWAP)
-            b_base, b_k = routed_rows(b_ptr, balt_ptr, bswap_ptr, cols, cmask, sb0, sb1, sba0,
-                                      sba1, HAS_BSWAP)
-        ks = ki * BK + tl.arange(0, BK)
-        a = load_k_chunk(a_base, a_k, rmask, ks, d, EVEN_K, EVEN_MN, False)
-        bt = load_k_chunk(b_base, b_k, cmask, ks, d, EVEN_K, EVEN_MN, True)
-        acc = mm(a, bt, acc, PREC, MM)
-        ki += 1
-        if ki == k_steps:  # epilogue of tile (rb, cb)
-            ki = 0
-            t += 1
-            rho = tl.load(ainv_ptr + rows, mask=rmask, other=0.0)
-            ap = tl.load(apos_ptr + rows, mask=rmask, other=0.0)
-            sig = tl.load(binv_ptr + cols, mask=cmask, other=0.0)
-            bp = tl.load(bpos_ptr + cols, mask=cmask, other=0.0)
-            cos = acc * rho[:, None] * sig[None, :]
-            acc = tl.zeros([BM, BN], dtype=ACC)
-            yr = (cos - ap[:, None]) * s2
-            yc = (cos - bp[None, :]) * s2
-            r0 = rb * BM
-            c0 = cb * BN
-            if needs_mask(r0, c0, offset, n, m, BM, BN, EVEN_MN):
-                kill = (cols[None, :] == rows[:, None] + offset) | \
-                    ~(rmask[:, None] & cmask[None, :])
-                yr = tl.where(kill, NEG_INF, yr)
-                yc = tl.where(kill, NEG_INF, yc)
-            # rows: running state in registers (M2 >= 0, so dead lanes' -inf give e^-inf = 0)
-            m_new = tl.maximum(Mr, tl.max(yr, axis=1))
-            Sr = Sr * exp2(Mr - m_new) + tl.sum(exp2(yr - m_new[:, None]), axis=1)
-            Mr = m_new
-            # columns: merge into this program's partial (its first sweep starts from (0, 0))
-            pp = pid.to(tl.int64) * m + cols
-            seen = cmask & (rb != pid)
-            om = tl.load(pm_ptr + pp, mask=seen, other=0.0)
-            os_ = tl.load(ps_ptr + pp, mask=seen, other=0.0)
-            cm = tl.maximum(om, tl.max(yc, axis=0))
-            cs = os_ * exp2(om - cm) + tl.sum(exp2(yc - cm[None, :]), axis=0)
-            tl.store(pm_ptr + pp, cm, mask=cmask)
-            tl.store(ps_ptr + pp, cs, mask=cmask)
-            if cb == n_cb - 1:  # end of the sweep: every row has its positive
-                tl.store(row_lse_ptr + rows, rel_lse_finalize(Mr, Sr, True), mask=rmask)
-                Mr = tl.zeros([BM], dtype=ACC)
-                Sr = tl.zeros([BM], dtype=ACC)
-                # the next sweep's threads read back partials other threads stored: order them
-                # (issue 10, defect 3's pattern) with a CTA barrier, once per sweep
-                tl.debug_barrier()
+            b_base = routed_rows(b_ptr, balt_off, bswap_ptr, cols, cmask, sb0, sba0, HAS_BSWAP)
+            ks = ki * BK + tl.arange(0, BK)
+            a = load_k_chunk(a_base, rmask, ks, d, EVEN_K, EVEN_MN, False)
+            bt = load_k_chunk(b_base, cmask, ks, d, EVEN_K, EVEN_MN, True)
+            acc = mm(a, bt, acc, PREC, MM)
+            if ki == k_steps - 1:  # epilogue of tile (rb, cb)
+                sig = tl.load(binv_ptr + cols, mask=cmask, other=0.0)
+                bp = tl.load(bpos_ptr + cols, mask=cmask, other=0.0)
+                cos = acc * rho[:, None] * sig[None, :]
+                acc = tl.zeros([BM, BN], dtype=ACC)
+                yr = (cos - ap[:, None]) * s2
+                yc = (cos - bp[None, :]) * s2
+                if needs_mask(rb * BM, cb * BN, offset, n, m, BM, BN, EVEN_MN):
+                    kill = (cols[None, :] == rows[:, None] + offset) | \
+                        ~(rmask[:, None] & cmask[None, :])
+                    yr = tl.where(kill, NEG_INF, yr)
+                    yc = tl.where(kill, NEG_INF, yc)
+                # rows: running state in registers (M2 >= 0, so dead lanes' -inf give 0)
+                m_new = tl.maximum(Mr, tl.max(yr, axis=1))
+                Sr = Sr * exp2(Mr - m_new) + tl.sum(exp2(yr - m_new[:, None]), axis=1)
+                Mr = m_new
+                # columns: merge into this program's partial (its first sweep starts at (0, 0))
+                pp = pid.to(tl.int64) * m + cols
+                seen = cmask & (rb != pid)
+                om = tl.load(pm_ptr + pp, mask=seen, other=0.0)
+                os_ = tl.load(ps_ptr + pp, mask=seen, other=0.0)
+                cm = tl.maximum(om, tl.max(yc, axis=0))
+                cs = os_ * exp2(om - cm) + tl.sum(exp2(yc - cm[None, :]), axis=0)
+                tl.store(pm_ptr + pp, cm, mask=cmask)
+                tl.store(ps_ptr + pp, cs, mask=cmask)
+        # end of the sweep: every row has its positive
+        tl.store(row_lse_ptr + rows, rel_lse_finalize(Mr, Sr, True), mask=rmask)
+        # the next sweep's threads read back partials other threads stored: order them
+        # (issue 10, defect 3's pattern) with a CTA barrier, once per sweep, outside the
+        # pipelined loop
+        tl.debug_barrier()
 
 
 @triton.jit

@@ -73,18 +73,19 @@ def rel_lse_finalize(M2, S, HAS_POS):
 
 
 @triton.jit
-def routed_rows(x_ptr, xalt_ptr, swap_ptr, idx, mask, s0, s1, t0, t1, HAS_SWAP: tl.constexpr):
-    """(base pointer [B], k stride) of rows idx of the routed operand: x[i], or x_alt[i] where
-    swap[i] (uint8). The pointer select costs nothing when HAS_SWAP is False."""
+def routed_rows(x_ptr, alt_off, swap_ptr, idx, mask, s0, t0, HAS_SWAP: tl.constexpr):
+    """Base pointers [B] of rows idx of the routed operand: x[i], or x_alt[i] where swap[i]
+    (int32), x_alt being ``alt_off`` elements from x. Rows are contiguous (unit inner stride:
+    the launcher guarantees it). Routing is integer arithmetic on the offset, not a pointer
+    select: Triton's alignment analysis loses a select's divisibility, and the operand loads
+    fall to 2 bytes with no async copies (issue 16). Nothing is added when HAS_SWAP is False."""
     idx64 = idx.to(tl.int64)
     if HAS_SWAP:
-        sw = tl.load(swap_ptr + idx, mask=mask, other=0) != 0
-        base = tl.where(sw, xalt_ptr + idx64 * t0, x_ptr + idx64 * s0)
-        kst = tl.where(sw, t1, s1)
+        sw = tl.load(swap_ptr + idx, mask=mask, other=0).to(tl.int64)
+        base = x_ptr + (idx64 * s0 + sw * (alt_off + idx64 * (t0 - s0)))
     else:
         base = x_ptr + idx64 * s0
-        kst = s1 + tl.zeros_like(idx64)
-    return base, kst
+    return base
 
 
 @triton.jit
@@ -102,16 +103,16 @@ def mm(x, y, acc, PREC: tl.constexpr, MM: tl.constexpr):
 
 
 @triton.jit
-def load_k_chunk(base, kst, mask, ks, d, EVEN_K: tl.constexpr, EVEN_B: tl.constexpr,
+def load_k_chunk(base, mask, ks, d, EVEN_K: tl.constexpr, EVEN_B: tl.constexpr,
                  TRANS: tl.constexpr):
     """[B, K] chunk ks of the rows at ``base`` (or its [K, B] transpose when TRANS). EVEN_K: d is
     a multiple of the chunk; EVEN_B: every row is in range; both: a load without a mask."""
     if TRANS:
-        ptrs = base[None, :] + ks[:, None] * kst[None, :]
+        ptrs = base[None, :] + ks[:, None]
         kin = ks[:, None] < d
         bin = mask[None, :]
     else:
-        ptrs = base[:, None] + ks[None, :] * kst[:, None]
+        ptrs = base[:, None] + ks[None, :]
         kin = ks[None, :] < d
         bin = mask[:, None]
     if EVEN_K:
@@ -128,15 +129,15 @@ def load_k_chunk(base, kst, mask, ks, d, EVEN_K: tl.constexpr, EVEN_B: tl.conste
 
 
 @triton.jit
-def dot_tile(a_base, a_k, rmask, b_base, b_k, cmask, d,
+def dot_tile(a_base, rmask, b_base, cmask, d,
              BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, EVEN_K: tl.constexpr,
              EVEN_MN: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr, MM: tl.constexpr):
     """[BM, BN] tile of A_i . B_j (raw rows, no norms), K loop over d in BK chunks."""
     acc = tl.zeros([BM, BN], dtype=ACC)
     for k0 in range(0, d, BK):
         ks = k0 + tl.arange(0, BK)
-        a = load_k_chunk(a_base, a_k, rmask, ks, d, EVEN_K, EVEN_MN, False)
-        bt = load_k_chunk(b_base, b_k, cmask, ks, d, EVEN_K, EVEN_MN, True)
+        a = load_k_chunk(a_base, rmask, ks, d, EVEN_K, EVEN_MN, False)
+        bt = load_k_chunk(b_base, cmask, ks, d, EVEN_K, EVEN_MN, True)
         acc = mm(a, bt, acc, PREC, MM)
     return acc
 

@@ -1,4 +1,5 @@
-"""The Triton backend of the strip (docs/design.md section 2.1; docs/triton.md tells how).
+"""The Triton backend's strip entry points: launchers and host-side work (docs/design.md
+section 2.1; docs/triton.md tells how).
 
 ``strip_forward`` / ``strip_backward`` have the signatures of ``gapops.reference``'s strip
 functions. The kernels read the raw feature rows with per-row swap routing, apply the fp32
@@ -20,18 +21,18 @@ the fp32 products are multiplied by 2^-k.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 
 import torch
 import triton
-import triton.language as tl
 
-from ._dtypes import FLOAT_DTYPES, accumulation_dtype, triton_interpreted
-from .triton import configs
-from .triton.backward_fused import fused_bwd_kernel
-from .triton.backward_gstrip import gstrip_kernel
-from .triton.forward import col_combine_kernel, fwd_kernel
+from .._dtypes import FLOAT_DTYPES, accumulation_dtype, triton_interpreted
+from . import configs
+from .backward_fused import fused_bwd_kernel
+from .backward_gstrip import gstrip_kernel
+from .common import (aligned_rows, aligned_width, alt_offset, check_grid, device_ctx, kernel_consts,
+                     num_sms, swap_arg)
+from .forward import col_combine_kernel, fwd_kernel
 
 __all__ = ["strip_forward", "strip_backward", "BWD_SHAPES", "DEFAULT_BWD_SHAPE"]
 
@@ -39,29 +40,6 @@ BWD_SHAPES = ("gstrip", "fused")
 DEFAULT_BWD_SHAPE = "gstrip"  # the GPU check times both shapes (benchmarks/RESULTS.md)
 _COMBINE_BLOCK = 256
 _GSTRIP_ROW_MULTIPLE = 128
-
-
-def _kernel_consts(dtype: torch.dtype) -> dict:
-    """ACC (accumulation), OPS (weights' dtype), PREC and MM (see tile.mm) for an input dtype."""
-    interp = triton_interpreted()
-    if dtype == torch.float64:
-        return dict(ACC=tl.float64, OPS=tl.float64, PREC="ieee", MM=1)
-    if dtype == torch.float32:
-        tf32 = torch.backends.cuda.matmul.allow_tf32 and not interp
-        return dict(ACC=tl.float32, OPS=tl.float32, PREC="tf32" if tf32 else "ieee", MM=0)
-    if dtype == torch.float16:
-        return dict(ACC=tl.float32, OPS=tl.float16, PREC="tf32", MM=0)
-    return dict(ACC=tl.float32, OPS=tl.bfloat16, PREC="tf32", MM=2 if interp else 0)
-
-
-def _num_sms(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
-    return 4
-
-
-def _device_ctx(device: torch.device):
-    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def _check(a, a_alt, b, b_alt, offset):
@@ -77,35 +55,54 @@ def _check(a, a_alt, b, b_alt, offset):
         raise ValueError(f"strip: offset {offset} outside [0, m - n] = [0, {m - n}]")
 
 
-def _swap_arg(swap, like):
-    """(pointer argument, HAS_SWAP) of a routing mask (bool [rows] or None)."""
-    if swap is None:
-        return like, False
-    return swap.to(device=like.device, dtype=torch.uint8).contiguous(), True
-
-
 def _vec(t, acc, dev):
     return t.reshape(-1).to(device=dev, dtype=acc).contiguous()
 
 
 def _operands(a, a_alt, a_swap, b, b_alt, b_swap):
-    """Pointer arguments, strides and routing constexprs shared by every kernel."""
-    asw, has_a = _swap_arg(a_swap, a)
-    bsw, has_b = _swap_arg(b_swap, b)
-    ptrs = (a, a_alt, asw, b, b_alt, bsw)
-    strides = (a.stride(0), a.stride(1), a_alt.stride(0), a_alt.stride(1),
-               b.stride(0), b.stride(1), b_alt.stride(0), b_alt.stride(1))
-    return ptrs, strides, dict(HAS_ASWAP=has_a, HAS_BSWAP=has_b)
+    """(pointer arguments, row strides, routing constexprs, row width, keep) of every kernel;
+    the alternatives are passed as element offsets from their operands (tile.routed_rows).
+    The feature operands are passed as the kernels read them (common.aligned_rows: unit inner
+    stride, rows of a multiple of 16 elements, zero-padded copies only where the inputs are
+    not so); the width is the kernels' d. ``keep``: the tensors the offsets point into, which
+    the caller holds until its launches are queued (the kernels see only offsets of them)."""
+    width = aligned_width(a.shape[1])
+    seen = {}
+
+    def aligned(x):  # one copy for a tensor passed twice (a_alt = a without routing)
+        key = (x.data_ptr(), x.shape, x.stride())
+        if key not in seen:
+            seen[key] = aligned_rows(x, width)
+        return seen[key]
+
+    a, a_alt, b, b_alt = (aligned(x) for x in (a, a_alt, b, b_alt))
+    asw, has_a = swap_arg(a_swap, a)
+    bsw, has_b = swap_arg(b_swap, b)
+    ptrs = (a, alt_offset(a, a_alt), asw, b, alt_offset(b, b_alt), bsw)
+    strides = (a.stride(0), a_alt.stride(0), b.stride(0), b_alt.stride(0))
+    return ptrs, strides, dict(HAS_ASWAP=has_a, HAS_BSWAP=has_b), width, (a_alt, b_alt)
+
+
+def routes_columns_in_kernel(kind: str, dtype: torch.dtype, precision: str) -> bool:
+    """Whether ``kind``'s kernel routes the column operand B itself (else the launcher passes a
+    routed copy). Not the forward with IEEE fp32 products: there the per-step load of the
+    columns' routing mask left Triton's pipeliner a single buffer (gpu_static.py, Triton 3.8.0,
+    2026-12-03); the copy costs one pass over B, against n x m x d FMA products."""
+    return not (kind == "fwd" and dtype == torch.float32 and precision == "ieee")
 
 
 def strip_forward(a, a_alt, a_swap, b, b_alt, b_swap, a_inv_norm, b_inv_norm, a_pos, b_pos,
-                  scale, offset: int):
+                  scale, offset: int, deterministic: bool | None = None):
     """(row_lse [n], col_lse [m]) of the strip, relative to the positives (design 2.1).
 
     a, a_alt: [n, d]; b, b_alt: [m, d] (one dtype: fp16/bf16/fp32/fp64; any strides);
     a_swap [n], b_swap [m]: bool or None; a_inv_norm, a_pos [n], b_inv_norm, b_pos [m], scale
     (0-dim): accumulation dtype (fp32; fp64 for fp64). Outputs in the accumulation dtype.
+    deterministic: run the fixed config of (dtype class, d), never the autotuner's pick, so that
+    every process gets the same bits (default: torch.are_deterministic_algorithms_enabled()).
     """
+    if deterministic is None:
+        deterministic = torch.are_deterministic_algorithms_enabled()
     _check(a, a_alt, b, b_alt, offset)
     n, d = a.shape
     m = b.shape[0]
@@ -115,10 +112,13 @@ def strip_forward(a, a_alt, a_swap, b, b_alt, b_swap, a_inv_norm, b_inv_norm, a_
                                                                    dtype=acc, device=dev))
     scale = scale.reshape(()).to(device=dev, dtype=acc)
     ainv, binv, apos, bpos = (_vec(t, acc, dev) for t in (a_inv_norm, b_inv_norm, a_pos, b_pos))
-    ptrs, strides, routing = _operands(a, a_alt, a_swap, b, b_alt, b_swap)
-    consts = _kernel_consts(a.dtype)
+    consts = kernel_consts(a.dtype)
+    if b_swap is not None and not routes_columns_in_kernel("fwd", a.dtype, consts["PREC"]):
+        b = b_alt = _routed(b, b_alt, b_swap, 0, m)  # one [m, d] copy, routed on the host
+        b_swap = None
+    ptrs, strides, routing, width, _keep = _operands(a, a_alt, a_swap, b, b_alt, b_swap)
     consts.pop("OPS")
-    cap = 2 * _num_sms(dev)
+    cap = 2 * num_sms(dev)
     min_bm = min(c.kwargs["BM"] for c in configs._configs("fwd", configs.dtype_class(a.dtype)))
     # one partial row per program of the smallest-BM config; the combine reads only the rows
     # the last launch's programs wrote (their count is stored in nprog)
@@ -130,15 +130,19 @@ def strip_forward(a, a_alt, a_swap, b, b_alt, b_swap, a_inv_norm, b_inv_norm, a_
     col_lse = torch.empty(m, dtype=acc, device=dev)
 
     def grid(meta):
-        return (min(triton.cdiv(n, meta["BM"]), cap),)
+        return check_grid((min(triton.cdiv(n, meta["BM"]), cap),))
 
-    args = (*ptrs, ainv, binv, apos, bpos, scale, row_lse, pm, ps, nprog, n, m, d, offset,
+    args = (*ptrs, ainv, binv, apos, bpos, scale, row_lse, pm, ps, nprog, n, m, width, offset,
             configs.tune_bucket(n, m), *strides)
-    with _device_ctx(dev):
-        configs.launch("fwd", fwd_kernel, grid, args, {**consts, **routing}, a.dtype, n * m)
+    with device_ctx(dev):
+        configs.launch("fwd", fwd_kernel, grid, args, {**consts, **routing}, a.dtype, n * m,
+                       fixed=deterministic)
         col_combine_kernel[(triton.cdiv(m, _COMBINE_BLOCK),)](
             pm, ps, nprog, col_lse, n, m, offset, BLOCK=_COMBINE_BLOCK, ACC=consts["ACC"])
     return row_lse, col_lse
+
+
+strip_forward.takes_deterministic = True  # _dispatch.strip_kernels passes deterministic=
 
 
 def _default_bwd_shape() -> str:
@@ -161,6 +165,19 @@ def _weight_scale(dtype, scale, ainv, binv, g_row, g_col):
     return torch.exp2((14.0 - e).clamp(max=100.0))
 
 
+def effective_bwd_shape(shape: str, deterministic: bool, dtype: torch.dtype) -> str:
+    """The backward shape that runs: 'gstrip' when deterministic (the fused shape's atomics are
+    not), and on a GPU for dtype classes without shipped fused configs (fp32: the fused kernel
+    spilled 4.5 KB with IEEE products and fell to 4-byte loads with TF32; see docs/triton.md).
+    The interpreter runs either shape for every dtype (exactness tests of the kernel logic)."""
+    if deterministic:
+        return "gstrip"
+    if shape == "fused" and not triton_interpreted() and \
+            configs.dtype_class(dtype) not in configs.CONFIGS["fused"]:
+        return "gstrip"
+    return shape
+
+
 def strip_backward(a, a_alt, a_swap, b, b_alt, b_swap, a_inv_norm, b_inv_norm, a_pos, b_pos,
                    scale, offset: int, row_lse, col_lse, g_row, g_col, deterministic: bool = False,
                    bwd_shape: str | None = None):
@@ -169,14 +186,14 @@ def strip_backward(a, a_alt, a_swap, b, b_alt, b_swap, a_inv_norm, b_inv_norm, a
 
     row_lse, col_lse: the complete statistics; g_row [n], g_col [m]. bwd_shape: 'gstrip' or
     'fused' (default: GAPOPS_TRITON_BWD, else DEFAULT_BWD_SHAPE); deterministic=True always runs
-    'gstrip', with fixed configs: the same bits on every run.
+    'gstrip', with fixed configs: the same bits on every run; fp32 on a GPU runs 'gstrip' too
+    (effective_bwd_shape).
     """
     _check(a, a_alt, b, b_alt, offset)
     shape = bwd_shape or _default_bwd_shape()
     if shape not in BWD_SHAPES:
         raise ValueError(f"bwd_shape={shape!r}: choose one of {BWD_SHAPES}")
-    if deterministic:
-        shape = "gstrip"
+    shape = effective_bwd_shape(shape, deterministic, a.dtype)
     n, d = a.shape
     m = b.shape[0]
     acc, dev = accumulation_dtype(a.dtype), a.device
@@ -188,7 +205,7 @@ def strip_backward(a, a_alt, a_swap, b, b_alt, b_swap, a_inv_norm, b_inv_norm, a
     stats = [_vec(t, acc, dev) for t in (row_lse, col_lse, g_row, g_col)]
     wscale = _weight_scale(a.dtype, scale, vecs[0], vecs[1], stats[2], stats[3])
     run = _gstrip_backward if shape == "gstrip" else _fused_backward
-    with _device_ctx(dev):
+    with device_ctx(dev):
         return run(a, a_alt, a_swap, b, b_alt, b_swap, vecs, scale, offset, stats, wscale,
                    deterministic)
 
@@ -198,23 +215,27 @@ def _fused_backward(a, a_alt, a_swap, b, b_alt, b_swap, vecs, scale, offset, sta
     n, d = a.shape
     m = b.shape[0]
     acc, dev = accumulation_dtype(a.dtype), a.device
-    ptrs, strides, routing = _operands(a, a_alt, a_swap, b, b_alt, b_swap)
+    ptrs, strides, routing, width, _keep = _operands(a, a_alt, a_swap, b, b_alt, b_swap)
     min_bm = min(c.kwargs["BM"] for c in configs._configs("fused", configs.dtype_class(a.dtype)))
-    da = torch.zeros((n, d), dtype=acc, device=dev)
-    db = torch.zeros((m, d), dtype=acc, device=dev)
+    # [rows, width]: the kernel's row width; the zero columns past d are cut off at the end
+    da = torch.zeros((n, width), dtype=acc, device=dev)
+    db = torch.zeros((m, width), dtype=acc, device=dev)
     dsp = torch.empty(triton.cdiv(n, min_bm), dtype=acc, device=dev)
     nprog = torch.zeros(1, dtype=torch.int32, device=dev)
 
     def grid(meta):
-        return (triton.cdiv(n, meta["BM"]),)
+        return check_grid((triton.cdiv(n, meta["BM"]),))
 
-    args = (*ptrs, *vecs, scale, *stats, wscale, da, db, dsp, nprog, n, m, d, offset,
+    args = (*ptrs, *vecs, scale, *stats, wscale, da, db, dsp, nprog, n, m, width, offset,
             configs.tune_bucket(n, m), *strides)
-    configs.launch("fused", fused_bwd_kernel, grid, args, {**_kernel_consts(a.dtype), **routing},
+    configs.launch("fused", fused_bwd_kernel, grid, args, {**kernel_consts(a.dtype), **routing},
                    a.dtype, n * m, fixed=deterministic, zero_on_retune=(da, db))
     # programs of the last launch only (a tuning run of another BM may have left more entries)
     live = torch.arange(dsp.numel(), device=dev) < nprog.to(torch.int64)
-    return da, db, torch.where(live, dsp, torch.zeros_like(dsp)).sum()
+    ds = torch.where(live, dsp, torch.zeros_like(dsp)).sum()
+    if width != d:
+        da, db = da[:, :d].contiguous(), db[:, :d].contiguous()
+    return da, db, ds
 
 
 def _gstrip_rows(n: int, m: int, elt: int) -> int:
@@ -251,34 +272,42 @@ def _addmm_fp32(out, x, y):
         out.add_(torch.mm(x, y, out_dtype=out.dtype))
 
 
+def gstrip_grid(rows: int, m: int, BM: int, BN: int) -> tuple:
+    """The G-strip kernel's launch grid for ``rows`` x ``m``: one program per tile on grid x
+    (CUDA allows 2^31 - 1 there, 65535 on y and z: a 2-D grid with one axis per column block
+    fails once m > 65535 BN, ~4.2M columns at BN = 64)."""
+    return check_grid((triton.cdiv(rows, BM) * triton.cdiv(m, BN),))
+
+
 def _gstrip_backward(a, a_alt, a_swap, b, b_alt, b_swap, vecs, scale, offset, stats, wscale,
                      deterministic):
     n, d = a.shape
     m = b.shape[0]
     acc, dev = accumulation_dtype(a.dtype), a.device
-    ptrs, strides, routing = _operands(a, a_alt, a_swap, b, b_alt, b_swap)
+    ptrs, strides, routing, width, _keep = _operands(a, a_alt, a_swap, b, b_alt, b_swap)
     R = min(_gstrip_rows(n, m, a.element_size()), n)
     # B is needed whole for every strip's grad_a: routed in row chunks within the same budget
     chunk = max(_GSTRIP_ROW_MULTIPLE, _gstrip_rows(m, d, a.element_size()))
     b_chunks = [(0, m, b)] if b_swap is None else \
         [(c0, min(c0 + chunk, m), None) for c0 in range(0, m, chunk)]
-    w = torch.empty((R, m), dtype=a.dtype, device=dev)
+    # rows of W padded to aligned_width(m): aligned stores and cuBLAS operands
+    w = torch.empty((R, aligned_width(m)), dtype=a.dtype, device=dev)[:, :m]
     cls = configs.dtype_class(a.dtype)
     min_bm = min(c.kwargs["BM"] for c in configs._configs("gstrip", cls))
     min_bn = min(c.kwargs["BN"] for c in configs._configs("gstrip", cls))
     da = torch.empty((n, d), dtype=acc, device=dev)
     db = torch.zeros((m, d), dtype=acc, device=dev)
     ds_parts = []
-    consts = {**_kernel_consts(a.dtype), **routing}
+    consts = {**kernel_consts(a.dtype), **routing}
     for r0 in range(0, n, R):
         r1 = min(r0 + R, n)
         dsp = torch.zeros(triton.cdiv(r1 - r0, min_bm) * triton.cdiv(m, min_bn), dtype=acc,
                           device=dev)
 
         def grid(meta, rows=r1 - r0):
-            return (triton.cdiv(rows, meta["BM"]), triton.cdiv(m, meta["BN"]))
+            return gstrip_grid(rows, m, meta["BM"], meta["BN"])
 
-        args = (*ptrs, *vecs, scale, *stats, wscale, w, dsp, r0, r1, m, d, offset,
+        args = (*ptrs, *vecs, scale, *stats, wscale, w, dsp, r0, r1, m, width, offset,
                 configs.tune_bucket(n, m), *strides, w.stride(0))
         configs.launch("gstrip", gstrip_kernel, grid, args, consts, a.dtype, n * m,
                        fixed=deterministic, zero_on_retune=(dsp,))
