@@ -101,16 +101,16 @@ def _run_shift_seed(study, seed, scale, device, backend, ckpt_dir, resume, bar) 
             for arm in study.arms]
 
 
-def _run_embeddings(study: Study, arm: Arm, seed: int) -> dict:
-    """Metrics of bundled real embeddings on a random 80% of the pairs (seed 0: all of them).
+FOLDS = 5  # init_gap: the 500 bundled pairs as 5 disjoint folds of 100
 
-    Subsampling, not a bootstrap: repeated pairs would tie in retrieval, where ties are misses.
-    """
+
+def _run_embeddings(study: Study, arm: Arm, seed: int) -> dict:
+    """Metrics of bundled real embeddings on one disjoint fold: fold ``seed % FOLDS`` of one
+    fixed shuffle of the pairs (the unit of replication: a fold of 100 distinct pairs)."""
     x, y = real.load(arm.data["model"])
-    if seed:
-        idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
-        idx = idx[:int(0.8 * x.shape[0])]
-        x, y = x[idx], y[idx]
+    idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))
+    idx = idx.chunk(FOLDS)[seed % FOLDS]
+    x, y = x[idx], y[idx]
     final = gapops.metrics.summary(x, y, probe=False)
     return {"history": [{"epoch": 0, **final}], "final": final, "steps": 0, "step_s": 0.0,
             "loss_s": 0.0, "eval_s": 0.0, "completed": True}
@@ -201,6 +201,7 @@ def run_study(name: str, scale: str = "quick", seed: int = 0, seeds: int = 3,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out / "ckpt" / name
+    seeds = study.replicates.get(scale, seeds)  # a study's own count (inits, folds) wins
     seed_list = [seed + i for i in range(seeds)]
     _, base_model, base_train = study.resolve(scale, Arm("base"))
     measured = study.kind in ("cone", "embeddings", "real_shift")
@@ -238,8 +239,9 @@ def run_study(name: str, scale: str = "quick", seed: int = 0, seeds: int = 3,
     wall = time.perf_counter() - t0
 
     arms = [_aggregate(arm, runs[arm.name], seed_list) for arm in study.arms]
-    ok, verdict, comparisons = study.check(arms)
-    reproduced = None if (scale == "tiny" or study.example) else bool(ok)
+    outcome, verdict, comparisons = study.check(arms)
+    ok = outcome == "reproduced"
+    reproduced = None if (scale == "tiny" or study.example) else ok
     if scale == "tiny":
         verdict = f"{TINY_NOTE}. {verdict}"
     # a shift study trains once per seed: count its steps once
@@ -258,7 +260,9 @@ def run_study(name: str, scale: str = "quick", seed: int = 0, seeds: int = 3,
         "wall_s": wall, "train_s": step_s, "steps": steps,
         "steps_per_s": steps / step_s if step_s else None,
         "loss_time_share": loss_s / step_s if step_s else None,
-        "reproduced": reproduced, "checks_hold": bool(ok), "example": study.example,
+        "reproduced": reproduced, "checks_hold": ok, "example": study.example,
+        "outcome": None if (scale == "tiny" or study.example) else outcome,
+        "unit": study.unit,
         "comparisons": comparisons, "verdict": verdict, "notes": study.notes,
         "versions": {"gapops": gapops.__version__, "torch": torch.__version__},
         "arms": arms,
@@ -272,12 +276,12 @@ def run_study(name: str, scale: str = "quick", seed: int = 0, seeds: int = 3,
 
 
 def verdict_tag(result: dict) -> str:
-    """'REPRODUCED', 'NOT reproduced', 'EXAMPLE' or 'SMOKE TEST (tiny)'."""
+    """'REPRODUCED', 'CONTRADICTED', 'INCONCLUSIVE', 'EXAMPLE' or 'SMOKE TEST (tiny)'."""
     if result["scale"] == "tiny":
         return "SMOKE TEST (tiny, not a reproduction)"
     if result.get("example"):
         return "EXAMPLE (not a reproduction)"
-    return "REPRODUCED" if result["reproduced"] else "NOT reproduced"
+    return result["outcome"].upper()
 
 
 def format_table(result: dict, bars: tuple) -> str:
@@ -295,6 +299,6 @@ def format_table(result: dict, bars: tuple) -> str:
     sps, share = result["steps_per_s"], result["loss_time_share"]
     timing = f"{result['wall_s']:.1f} s" + (f", {sps:.0f} steps/s, loss {100 * share:.0f}% of "
                                               f"the step" if sps else "")
-    lines.append(f"{verdict_tag(result)} ({len(result['seeds'])} seeds, paired 95% CIs): "
+    lines.append(f"{verdict_tag(result)} ({len(result['seeds'])} {result['unit']}s, 95% CIs): "
                  f"{result['verdict']}  [{timing}]")
     return "\n".join(lines)
