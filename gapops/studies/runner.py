@@ -104,12 +104,18 @@ def _run_shift_seed(study, seed, scale, device, backend, ckpt_dir, resume, bar) 
 FOLDS = 5  # init_gap: the 500 bundled pairs as 5 disjoint folds of 100
 
 
+def fold_rows(n: int, fold: int, folds: int = FOLDS) -> torch.Tensor:
+    """Rows of fold ``fold % folds`` of one fixed shuffle of range(n): the folds are disjoint
+    and together cover every row once."""
+    idx = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    return idx.chunk(folds)[fold % folds]
+
+
 def _run_embeddings(study: Study, arm: Arm, seed: int) -> dict:
-    """Metrics of bundled real embeddings on one disjoint fold: fold ``seed % FOLDS`` of one
-    fixed shuffle of the pairs (the unit of replication: a fold of 100 distinct pairs)."""
+    """Metrics of bundled real embeddings on one disjoint fold (:func:`fold_rows`, fold =
+    ``seed``): the unit of replication is a fold of 100 distinct pairs, not a resample."""
     x, y = real.load(arm.data["model"])
-    idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))
-    idx = idx.chunk(FOLDS)[seed % FOLDS]
+    idx = fold_rows(x.shape[0], seed)
     x, y = x[idx], y[idx]
     final = gapops.metrics.summary(x, y, probe=False)
     return {"history": [{"epoch": 0, **final}], "final": final, "steps": 0, "step_s": 0.0,
@@ -194,8 +200,9 @@ def run_study(name: str, scale: str = "quick", seed: int = 0, seeds: int = 3,
 
     Writes OUT/NAME.json (the returned dict) and OUT/NAME.png, keeps per-run checkpoints in
     OUT/ckpt/NAME/ (``resume=True`` picks them up), and prints a table through ``echo``.
-    ``reproduced`` is True/False from the check's confidence intervals, None for the tiny
-    size (a smoke test) and for examples.
+    ``outcome`` is 'reproduced', 'contradicted' or 'inconclusive' from the check's confidence
+    intervals (``reproduced``: whether it is the first), None for the tiny size (a smoke test)
+    and for examples. A study's own ``replicates`` count replaces ``seeds``.
     """
     study = get_study(name)
     out = Path(out)
