@@ -1,8 +1,8 @@
 """The reference training loop: AdamW on the fused loss, gap metrics each epoch, exact resume.
 
 Thin on purpose: one function, :func:`train`. Each step encodes a batch, computes
-``gapops.contrastive_loss`` (the fused op) on the embeddings (with a fresh ``swap_mask`` when
-swapping), adds the optional regularizers, and steps AdamW. Checkpoints hold everything an
+``gapops.contrastive_loss`` (the fused op; ``gapops.sigmoid_loss`` for the sigmoid objective)
+on the embeddings (with a fresh ``swap_mask`` or per-entry swap when swapping), adds the optional regularizers, and steps AdamW. Checkpoints hold everything an
 interrupted run needs to finish with bit-identical results: model, optimizer, the loop's own
 generator and the global RNGs, the epoch and the history.
 """
