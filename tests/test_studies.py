@@ -153,8 +153,12 @@ def test_every_study_runs_end_to_end_tiny(tmp_path, name):
 def test_swap_study_order_std_and_resume_of_a_finished_run(tmp_path):
     kw = dict(scale="tiny", seeds=2, out=tmp_path, progress=False, plot=True, echo=None)
     first = run_study("swap", **kw)
+    # Yaras et al.'s arms: none, then HS and SS on a growing fraction of steps, learnable τ
     assert [a["params"].get("swap_mode") for a in first["arms"]] == \
-        [None, "pair", "hard", "hard", "hard", "soft"]
+        [None] + ["hard"] * 3 + ["soft"] * 3
+    assert [a["params"].get("swap_steps") for a in first["arms"]] == \
+        [None, 0.05, 0.2, 1.0, 0.05, 0.2, 1.0]
+    assert next(s for s in STUDIES if s.name == "swap").train["temperature"] == "learnable"
     assert first["seeds"] == [0, 1] and len(first["arms"][0]["per_seed"]) == 2
     assert first["arms"][0]["final_std"]["gap"] >= 0.0
     assert 0.0 < first["loss_time_share"] < 1.0 and first["steps_per_s"] > 0
@@ -289,3 +293,124 @@ def test_report_turns_jsons_into_a_markdown_table(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.startswith("| study |") and "`init_gap`" in out and "SMOKE TEST" in out
     assert "`swap`" not in out  # only the studies that ran
+
+
+# ---------------------------------------------------------------- version 3
+
+def test_three_outcomes_and_the_detectable_effect():
+    from gapops.studies import stats
+    up, down, noise = [0.10, 0.12, 0.11, 0.09, 0.13], [-0.1, -0.12, -0.11, -0.09, -0.13], \
+        [0.3, -0.2, 0.1, -0.25, 0.05]
+    zero = [0.0] * 5
+    assert stats.paired("x", up, zero, ">")["outcome"] == "reproduced"
+    assert stats.paired("x", down, zero, ">")["outcome"] == "contradicted"
+    assert stats.paired("x", up, zero, "<")["outcome"] == "contradicted"
+    c = stats.paired("x", noise, zero, "<", paper=-0.05)
+    assert c["outcome"] == "inconclusive" and not c["holds"]
+    assert c["detectable"] == pytest.approx(0.5 * (c["hi"] - c["lo"]))
+    assert "detectable" in stats.describe(c) and "paper -0.050" in stats.describe(c)
+    assert stats.at_least("g", [0.8, 0.82, 0.81], 0.3)["outcome"] == "reproduced"
+    assert stats.at_least("g", [0.1, 0.12, 0.11], 0.3)["outcome"] == "contradicted"
+    assert stats.overall([stats.paired("a", up, zero), stats.paired("b", noise, zero)]) == \
+        "inconclusive"
+    assert stats.overall([stats.paired("a", up, zero), stats.paired("b", down, zero)]) == \
+        "contradicted"
+
+
+def test_line_fit_and_the_closing_rate_fit_known_answers():
+    import math
+    from gapops.studies import stats
+    from gapops.studies.configs import closing_fit
+    fit = stats.line_fit([0, 1, 2, 3], [1.0, 3.0, 5.0, 7.0])
+    assert fit["slope"] == pytest.approx(2.0) and fit["intercept"] == pytest.approx(1.0)
+    assert fit["r2"] == pytest.approx(1.0)
+    assert stats.line_fit([0, 1, 2, 3], [0.0, 1.0, 0.0, 1.0])["r2"] == pytest.approx(0.2)
+    # a gap exactly linear in −1/log(t)²: R² = 1 and the slope back; step 0 and 1 are skipped
+    hist = [{"step": t, "gap": 0.2 - 3.0 / math.log(t) ** 2 if t > 1 else 9.0}
+            for t in (0, 1, 8, 16, 32, 64)]
+    f = closing_fit(hist)
+    assert f["slope"] == pytest.approx(3.0) and f["r2"] == pytest.approx(1.0)
+
+
+def test_condition_rise_is_read_at_a_fixed_epoch_not_the_peak():
+    from gapops.studies.configs import RISE_EPOCH, _check_condition
+
+    def arms(curve):
+        runs = [{"history": [{"cond_image": c * (1 + 0.01 * s)} for c in curve]}
+                for s in range(5)]
+        return [{"name": "contrastive", "per_seed": runs},
+                {"name": "positives only", "per_seed": runs}]
+    falling = [10.0, 8.0, 6.0, 4.0, 3.0]  # never rises: v2's peak/start test passed this
+    outcome, _, comps = _check_condition(arms(falling))
+    assert RISE_EPOCH == 2 and comps[0]["outcome"] == "contradicted" and outcome != "reproduced"
+    rise_fall = [5.0, 8.0, 12.0, 6.0, 3.0]
+    comps = _check_condition(arms(rise_fall))[2]
+    assert comps[0]["outcome"] == comps[1]["outcome"] == "reproduced"
+
+
+def test_init_gap_folds_are_disjoint_and_cover_the_pairs():
+    from gapops.studies.runner import FOLDS, fold_rows
+    rows = [fold_rows(500, f) for f in range(FOLDS)]
+    assert all(r.numel() == 100 for r in rows)
+    assert sorted(torch.cat(rows).tolist()) == list(range(500))
+
+
+def test_structure_judges_separation_against_the_dimension_matched_control():
+    s = next(s for s in STUDIES if s.name == "structure")
+    arms = {a.name: a for a in s.arms}
+    ctrl, sep = arms["private heads, no loss"], arms["+separation"]
+    assert ctrl.model == sep.model == {"private": True}
+    assert not ctrl.train.get("dfs") and sep.train["dfs"] > 0
+
+
+def test_yaras_schedule_is_linear_in_tau_and_tr_keeps_the_scale():
+    cfg = TrainConfig(temperature="schedule", tau=0.01, tau_end=0.05, schedule="linear_tau")
+    assert temperature_at(cfg, 0.5) == pytest.approx(0.03)  # linear in τ, not in log τ
+    data = synthetic(n=96, seed=0)
+    seed_everything(0)
+    model = build_model(ModelConfig(hidden=16, embed_dim=8), data.images[:2], data.texts[:2])
+    before = float(model.logit_scale().detach())
+    model.set_scale_param("softplus")
+    assert float(model.logit_scale().detach()) == pytest.approx(before, rel=1e-5)
+    assert float(torch.nn.functional.softplus(model.log_scale.detach())) == \
+        pytest.approx(before, rel=1e-5)
+    with torch.no_grad():
+        model.log_scale.fill_(500.0)
+    model.clamp_scale_()
+    assert float(model.logit_scale().detach()) == pytest.approx(100.0, rel=1e-5)
+    with pytest.raises(ValueError, match="scale_param"):
+        model.set_scale_param("cube")
+
+
+def test_swapping_happens_on_a_fraction_of_the_steps(monkeypatch):
+    from gapops.studies import loop
+    swapped = []
+    real = loop.swap_entries
+    monkeypatch.setattr(loop, "swap_entries", lambda *a: swapped.append(1) or real(*a))
+    _, res = _tiny_run(synthetic(n=320, seed=0),
+                       {"swap_mode": "hard", "swap_p": 0.5, "swap_steps": 0.5, "epochs": 4})
+    assert 0 < len(swapped) < res["steps"]
+    swapped.clear()
+    _tiny_run(synthetic(n=160, seed=0), {"swap_mode": "soft", "swap_p": 1.0, "swap_steps": 0.0})
+    assert not swapped
+
+
+def test_sigmoid_loss_matches_open_clip_siglip():
+    from gapops.studies.losses import sigmoid_loss
+    open_clip_loss = pytest.importorskip("open_clip.loss")
+    g = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.normalize(torch.randn(7, 5, generator=g, dtype=torch.float64), dim=1)
+    y = torch.nn.functional.normalize(torch.randn(7, 5, generator=g, dtype=torch.float64), dim=1)
+    scale, bias = torch.tensor(10.0, dtype=torch.float64), torch.tensor(-10.0, dtype=torch.float64)
+    want = open_clip_loss.SigLipLoss()(x, y, scale, bias)
+    assert float(sigmoid_loss(x, y, scale, bias)) == pytest.approx(float(want), rel=1e-5)
+
+
+def test_the_sigmoid_objective_trains_scale_and_bias():
+    data = synthetic(n=160, seed=0)
+    _, res = _tiny_run(data, {"objective": "sigmoid"}, {"init_tau": 0.1, "init_bias": -10.0})
+    h = res["history"]
+    assert h[0]["bias"] == pytest.approx(-10.0) and h[-1]["bias"] != h[0]["bias"]
+    assert h[-1]["tau"] != h[0]["tau"]
+    with pytest.raises(ValueError, match="logit bias"):
+        _tiny_run(data, {"objective": "sigmoid"})

@@ -1,8 +1,8 @@
 """The reference training loop: AdamW on the fused loss, gap metrics each epoch, exact resume.
 
 Thin on purpose: one function, :func:`train`. Each step encodes a batch, computes
-``gapops.contrastive_loss`` (the fused op) on the embeddings (with a fresh ``swap_mask`` when
-swapping), adds the optional regularizers, and steps AdamW. Checkpoints hold everything an
+``gapops.contrastive_loss`` (the fused op; ``gapops.sigmoid_loss`` for the sigmoid objective)
+on the embeddings (with a fresh ``swap_mask`` or per-entry swap when swapping), adds the optional regularizers, and steps AdamW. Checkpoints hold everything an
 interrupted run needs to finish with bit-identical results: model, optimizer, the loop's own
 generator and the global RNGs, the epoch and the history.
 """
@@ -28,13 +28,17 @@ from .data import PairedData, mismatch_pairs
 @dataclass
 class TrainConfig:
     """How to train. temperature: 'learnable' (CLIP, from the model's init τ), 'fixed' (``tau``)
-    or 'schedule' (``tau`` → ``tau_end`` by ``schedule``: 'cosine', 'linear' in log τ, or
-    'step' at ``step_at`` of training). objective: 'clip' (the fused contrastive loss) or
-    'align' (positive pairs only); scale_lr_mult: the learnable log-scale's learning rate over
-    ``lr`` (CLIP: 1; Yaras et al. advise smaller). swap_p / swap_mode: modality swapping with
-    probability p, 'pair' (a pair's whole image and text trade places: gapops' ``swap_mask``),
-    'hard' (each embedding entry trades places with probability p) or 'soft' (each entry
-    chosen with probability p moves a uniform fraction of the way to its partner's value);
+    or 'schedule' (``tau`` → ``tau_end`` by ``schedule``: 'cosine', 'linear' in log τ,
+    'linear_tau' linear in τ (Yaras et al.'s TS), or 'step' at ``step_at`` of training).
+    objective: 'clip' (the fused contrastive loss), 'sigmoid' (``gapops.sigmoid_loss``, with
+    the model's learnable logit bias) or 'align' (positive pairs only); scale_lr_mult: the
+    learnable scale parameter's learning rate over ``lr`` (CLIP: 1; Yaras et al.'s SLRT: 0.1);
+    scale_param: the scale as 'exp'(ν) (CLIP) or 'softplus'(ν) (Yaras et al.'s TR).
+    swap_p / swap_mode / swap_steps: modality swapping on a random ``swap_steps`` fraction of
+    the steps (1: every step); on such a step 'pair' swaps each pair's whole image and text
+    with probability p (gapops' ``swap_mask``), 'hard' exchanges each embedding entry with
+    probability p (Yaras et al.'s HS: p = 0.5), 'soft' moves each entry chosen with
+    probability p a U(0, 1) fraction of the way to its partner's value (their SS: p = 1);
     mismatch: fraction of training pairs re-paired wrongly; augment: std of the Gaussian noise
     added to float inputs at every step (a fresh draw per step). imsep/dfs/bridge/geo: weights
     of the regularizers in :mod:`gapops.studies.losses`."""
@@ -42,6 +46,7 @@ class TrainConfig:
     batch_size: int = 256
     lr: float = 2e-3
     scale_lr_mult: float = 1.0
+    scale_param: str = "exp"
     weight_decay: float = 0.05
     temperature: str = "learnable"
     tau: float = 0.07
@@ -51,6 +56,7 @@ class TrainConfig:
     objective: str = "clip"
     swap_p: float = 0.0
     swap_mode: str = "pair"
+    swap_steps: float = 1.0
     augment: float = 0.0
     mismatch: float = 0.0
     imsep: float = 0.0
@@ -75,6 +81,8 @@ def temperature_at(cfg: TrainConfig, progress: float) -> float:
         return cfg.tau
     if cfg.schedule == "cosine":
         return cfg.tau_end + (cfg.tau - cfg.tau_end) * 0.5 * (1 + math.cos(math.pi * progress))
+    if cfg.schedule == "linear_tau":  # linear in τ (Yaras et al.'s TS)
+        return cfg.tau + progress * (cfg.tau_end - cfg.tau)
     if cfg.schedule == "linear":  # linear in log τ
         return math.exp(math.log(cfg.tau) + progress * (math.log(cfg.tau_end) - math.log(cfg.tau)))
     if cfg.schedule == "step":
@@ -192,7 +200,11 @@ def train(model, data: PairedData, cfg: TrainConfig, seed: int, ckpt_path=None,
     n_train = data.train.numel()
     text_index = mismatch_pairs(n_train, cfg.mismatch, gen)
     learnable = cfg.temperature == "learnable"
+    model.set_scale_param(cfg.scale_param)
     model.log_scale.requires_grad_(learnable)
+    if cfg.objective == "sigmoid" and not hasattr(model, "logit_bias"):
+        raise ValueError("objective='sigmoid' needs a model with a logit bias "
+                         "(ModelConfig.init_bias, e.g. -10 as SigLIP)")
     opt = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr)
     fp = _fingerprint(cfg, seed)
 
@@ -219,7 +231,8 @@ def train(model, data: PairedData, cfg: TrainConfig, seed: int, ckpt_path=None,
 
     if state["epoch"] == 0 and not state["history"]:
         t = time.perf_counter()
-        entry = {"epoch": 0, "tau": _tau_now(model, cfg, 0.0), **evaluate(model, data, cfg)}
+        entry = {"epoch": 0, "step": 0, **_temperature_entry(model, cfg, 0.0),
+                 **evaluate(model, data, cfg)}
         state["eval_s"] += time.perf_counter() - t
         state["history"].append(entry)
         if on_epoch:
@@ -234,7 +247,10 @@ def train(model, data: PairedData, cfg: TrainConfig, seed: int, ckpt_path=None,
             idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             progress = state["steps"] / max(total_steps - 1, 1)
             mask = None
-            if cfg.swap_p > 0:  # a fresh mask for every batch
+            # Yaras et al. swap on a random fraction of the steps (no draw when it is all)
+            swap_now = cfg.swap_p > 0 and (cfg.swap_steps >= 1.0 or
+                                           float(torch.rand(1, generator=gen)) < cfg.swap_steps)
+            if swap_now:  # a fresh mask for every batch
                 shape = (idx.numel(),) if cfg.swap_mode == "pair" else \
                     (idx.numel(), embed_dim)
                 mask = (torch.rand(shape, generator=gen) < cfg.swap_p).to(device)
@@ -247,8 +263,9 @@ def train(model, data: PairedData, cfg: TrainConfig, seed: int, ckpt_path=None,
             state["loss_s"] += dt_loss
         state["epoch"] += 1
         t = time.perf_counter()
-        entry = {"epoch": state["epoch"], "loss": loss_sum / steps_per_epoch,
-                 "tau": _tau_now(model, cfg, state["steps"] / max(total_steps - 1, 1)),
+        entry = {"epoch": state["epoch"], "step": state["steps"],
+                 "loss": loss_sum / steps_per_epoch,
+                 **_temperature_entry(model, cfg, state["steps"] / max(total_steps - 1, 1)),
                  **evaluate(model, data, cfg)}
         state["eval_s"] += time.perf_counter() - t
         state["history"].append(entry)
@@ -305,6 +322,14 @@ def _tau_now(model, cfg: TrainConfig, progress: float) -> float:
     return temperature_at(cfg, min(progress, 1.0))
 
 
+def _temperature_entry(model, cfg: TrainConfig, progress: float) -> dict:
+    """{"tau"} (+ "bias" for the sigmoid loss) for a history entry."""
+    out = {"tau": _tau_now(model, cfg, progress)}
+    if cfg.objective == "sigmoid":
+        out["bias"] = float(model.logit_bias.detach())
+    return out
+
+
 def _step(model, opt, cfg: TrainConfig, images: Tensor, texts: Tensor, mask, progress: float,
           learnable: bool, gen: torch.Generator, device) -> tuple[float, float, float]:
     """One optimizer step -> (loss value, step seconds, contrastive-loss seconds).
@@ -323,7 +348,15 @@ def _step(model, opt, cfg: TrainConfig, images: Tensor, texts: Tensor, mask, pro
     s = scale.detach().requires_grad_(learnable)
     _sync(device)
     t1 = time.perf_counter()
-    if cfg.objective == "clip" and mask is not None and mask.dim() == 2:
+    bias = None
+    if cfg.objective == "sigmoid":
+        bias = model.logit_bias.detach().requires_grad_()
+        pair = mask is not None and mask.dim() == 1
+        a_in, b_in = (a, b) if mask is None or pair else \
+            swap_entries(a, b, mask, cfg.swap_mode, gen)
+        loss = losses.sigmoid_loss(a_in, b_in, s, bias, backend=cfg.backend,
+                                   **({"swap_mask": mask} if pair else {}), **_loss_kw(cfg))
+    elif cfg.objective == "clip" and mask is not None and mask.dim() == 2:
         a_in, b_in = swap_entries(a, b, mask, cfg.swap_mode, gen)
         loss = gapops.contrastive_loss(a_in, b_in, s, backend=cfg.backend, **_loss_kw(cfg))
     elif cfg.objective == "clip":
@@ -332,7 +365,8 @@ def _step(model, opt, cfg: TrainConfig, images: Tensor, texts: Tensor, mask, pro
     elif cfg.objective == "align":
         loss = losses.alignment_loss(a, b)
     else:
-        raise ValueError(f"unknown objective {cfg.objective!r}; choose 'clip' or 'align'")
+        raise ValueError(f"unknown objective {cfg.objective!r}; choose 'clip', 'sigmoid' or "
+                         "'align'")
     loss.backward()
     _sync(device)
     t2 = time.perf_counter()
@@ -340,6 +374,9 @@ def _step(model, opt, cfg: TrainConfig, images: Tensor, texts: Tensor, mask, pro
     if learnable and s.grad is not None:
         roots.append(scale)
         grads.append(s.grad)
+    if bias is not None:
+        roots.append(model.logit_bias)
+        grads.append(bias.grad)
     reg = _regularizers(cfg, model, out, images, texts, scale, gen)
     if reg is not None:
         roots.append(reg)
@@ -347,8 +384,7 @@ def _step(model, opt, cfg: TrainConfig, images: Tensor, texts: Tensor, mask, pro
     torch.autograd.backward(roots, grads)
     opt.step()
     opt.zero_grad(set_to_none=True)
-    with torch.no_grad():  # CLIP clamps the learnable scale to ≤ 100 after each step
-        model.log_scale.clamp_(max=math.log(100.0))
+    model.clamp_scale_()  # CLIP clamps the learnable scale to ≤ 100 after each step
     _sync(device)
     t3 = time.perf_counter()
     return float(loss.detach()), t3 - t0, t2 - t1

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 MAX_LOGIT_SCALE = 100.0  # CLIP clamps exp(log_scale) to 100 (τ ≥ 0.01)
+SCALE_PARAMS = ("exp", "softplus")  # logit scale = exp(ν) (CLIP) or softplus(ν) (Yaras's TR)
 
 
 @dataclass
@@ -21,7 +22,9 @@ class ModelConfig:
     layers, one shared trunk and projection) or 'linear' (one bias-free linear map per modality,
     Ren & Li's setting). depth: trunk layers; private: add modality-specific heads (for the
     deep-feature-separation regularizer); init_tau: initial temperature (CLIP: 0.07);
-    init_std: std of the linear encoders' weights (small init, as in Ren & Li's analysis)."""
+    init_std: std of the linear encoders' weights (small init, as in Ren & Li's analysis);
+    init_bias: add a learnable logit bias with this initial value (the sigmoid loss; SigLIP and
+    open_clip start it at −10), None for none."""
     kind: str = "towers"
     hidden: int = 128
     depth: int = 2
@@ -29,6 +32,7 @@ class ModelConfig:
     private: bool = False
     init_tau: float = 0.07
     init_std: float = 0.01
+    init_bias: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -65,18 +69,47 @@ class TwoTower(nn.Module):
     """
 
     def __init__(self, image_encoder: nn.Module, text_encoder: nn.Module, image_proj: nn.Module,
-                 text_proj: nn.Module, init_tau: float = 0.07, private_dims: tuple | None = None):
+                 text_proj: nn.Module, init_tau: float = 0.07, private_dims: tuple | None = None,
+                 init_bias: float | None = None):
         super().__init__()
         self.image_encoder, self.text_encoder = image_encoder, text_encoder
         self.image_proj, self.text_proj = image_proj, text_proj
+        # the raw temperature parameter ν (the name is CLIP's): logit scale = exp(ν) by default
         self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_tau)))
+        self.scale_param = "exp"
+        if init_bias is not None:
+            self.logit_bias = nn.Parameter(torch.tensor(float(init_bias)))
         if private_dims is not None:
             self.image_private = nn.Linear(*private_dims)
             self.text_private = nn.Linear(*private_dims)
 
     def logit_scale(self) -> Tensor:
-        """exp(log_scale) clamped to ≤ 100: a 0-dim tensor, differentiable below the clamp."""
-        return self.log_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+        """1/τ = exp(ν) (or softplus(ν), see :meth:`set_scale_param`) clamped to ≤ 100: a 0-dim
+        tensor, differentiable below the clamp."""
+        nu = self.log_scale
+        s = nu.exp() if self.scale_param == "exp" else nn.functional.softplus(nu)
+        return s.clamp(max=MAX_LOGIT_SCALE)
+
+    def set_scale_param(self, kind: str) -> None:
+        """Reparameterize the logit scale as exp(ν) ('exp', CLIP) or softplus(ν) ('softplus',
+        Yaras et al.'s TR arm), keeping its current value."""
+        if kind not in SCALE_PARAMS:
+            raise ValueError(f"unknown scale_param {kind!r}; choose one of {SCALE_PARAMS}")
+        if kind == self.scale_param:
+            return
+        with torch.no_grad():
+            s = self.logit_scale()
+            # softplus⁻¹(s) = s + log(1 − e^{−s}); exp⁻¹(s) = log s
+            self.log_scale.copy_(s + torch.log(-torch.expm1(-s)) if kind == "softplus"
+                                 else s.log())
+        self.scale_param = kind
+
+    @torch.no_grad()
+    def clamp_scale_(self) -> None:
+        """CLIP's clamp after each step: ν such that the scale stays ≤ 100."""
+        top = math.log(MAX_LOGIT_SCALE) if self.scale_param == "exp" else \
+            MAX_LOGIT_SCALE + math.log(-math.expm1(-MAX_LOGIT_SCALE))
+        self.log_scale.clamp_(max=top)
 
     def encode_image(self, images: Tensor) -> Tensor:
         """[B, ...] image inputs -> [B, embed_dim] float32."""
@@ -114,7 +147,8 @@ def build_model(cfg: ModelConfig, images: Tensor, texts: Tensor,
         enc_t = nn.Linear(texts.shape[1], e, bias=False)
         for lin in (enc_i, enc_t):
             nn.init.normal_(lin.weight, std=cfg.init_std)
-        return TwoTower(enc_i, enc_t, nn.Identity(), nn.Identity(), cfg.init_tau)
+        return TwoTower(enc_i, enc_t, nn.Identity(), nn.Identity(), cfg.init_tau,
+                        init_bias=cfg.init_bias)
     in_i = _input_layer(images, h, vocab_size)
     in_t = _input_layer(texts, h, vocab_size)
 
@@ -127,9 +161,9 @@ def build_model(cfg: ModelConfig, images: Tensor, texts: Tensor,
     if cfg.kind == "shared":
         t, proj = trunk(), nn.Linear(h, e, bias=False)
         return TwoTower(nn.Sequential(in_i, t), nn.Sequential(in_t, t), proj, proj,
-                        cfg.init_tau, private)
+                        cfg.init_tau, private, cfg.init_bias)
     if cfg.kind == "towers":
         return TwoTower(nn.Sequential(in_i, trunk()), nn.Sequential(in_t, trunk()),
                         nn.Linear(h, e, bias=False), nn.Linear(h, e, bias=False),
-                        cfg.init_tau, private)
+                        cfg.init_tau, private, cfg.init_bias)
     raise ValueError(f"unknown model kind {cfg.kind!r}; choose 'towers', 'shared' or 'linear'")

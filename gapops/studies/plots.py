@@ -114,6 +114,61 @@ def _distance_panel(ax, result: dict) -> None:
     ax.grid(alpha=0.3)
 
 
+def _early_panels(axes, result: dict) -> None:
+    """Theorem 3.3: per arm, the histogram of the gap's change over the first steps (one count
+    per random init), and the change against the gap at init."""
+    from .configs import gap_change
+    for a in result["arms"]:
+        change = gap_change(a)
+        axes[0].hist(change, bins=20, alpha=0.6,
+                     label=f"{a['name']}: mean {sum(change) / len(change):+.3f}")
+        axes[1].scatter([r["history"][0]["gap"] for r in a["per_seed"]], change, s=6,
+                        label=a["name"])
+    steps = result["arms"][0]["per_seed"][0]["history"][1]["step"]
+    axes[0].axvline(0, color="gray", lw=0.8)
+    axes[0].set_xlabel(f"gap change over the first {steps} steps")
+    axes[0].set_ylabel(f"random inits (of {len(result['seeds'])})")
+    axes[0].legend(fontsize=7)
+    axes[1].axhline(0, color="gray", lw=0.8)
+    axes[1].set_xlabel("gap at init")
+    axes[1].set_ylabel("change")
+    axes[1].legend(fontsize=7)
+    axes[1].grid(alpha=0.3)
+
+
+def _closing_panels(axes, result: dict) -> None:
+    """Theorem 3.2: the gap against −1/log(t)², per seed, with its straight-line fit."""
+    import math
+    from .configs import closing_fit
+    for r in result["arms"][0]["per_seed"]:
+        pts = [(-1.0 / math.log(h["step"]) ** 2, h["gap"]) for h in r["history"]
+               if h.get("step", 0) > 1]
+        fit = closing_fit(r["history"])
+        line, = axes[0].plot([p[0] for p in pts], [p[1] for p in pts], "o", ms=2.5)
+        ends = [pts[0][0], pts[-1][0]]
+        axes[0].plot(ends, [fit["intercept"] + fit["slope"] * x for x in ends], "-",
+                     color=line.get_color(), lw=0.8, label=f"seed {r['seed']}: R² {fit['r2']:.3f}")
+    axes[0].set_xlabel("−1/log(t)²  (t = training step)")
+    axes[0].set_ylabel("gap")
+    axes[0].legend(fontsize=6)
+    axes[0].grid(alpha=0.3)
+    _history_panel(axes[1], result, "tau", False)
+
+
+def _sweep_panels(axes, result: dict) -> None:
+    """The fixed-τ sweep: final gap, image retrieval and probe against τ (log axis)."""
+    taus = [a["params"]["tau"] for a in result["arms"]]
+    for ax, metrics in ((axes[0], ("gap",)), (axes[1], ("t2i_r1", "class_probe"))):
+        for m in metrics:
+            ax.errorbar(taus, [a["final"][m] for a in result["arms"]],
+                        yerr=[a["final_std"][m] for a in result["arms"]], marker="o", capsize=2,
+                        label=m)
+        ax.set_xscale("log")
+        ax.set_xlabel("fixed τ")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+
+
 def plot_study(result: dict, path, key: str = "gap", bars: tuple = ("gap",),
                log_key: bool = False) -> bool:
     """Write the study's two-panel figure to ``path`` (PNG); False when matplotlib is missing."""
@@ -126,6 +181,12 @@ def plot_study(result: dict, path, key: str = "gap", bars: tuple = ("gap",),
         _cone_panels(axes, result)
     elif kind in ("shift", "real_shift"):
         _shift_panels(axes, result)
+    elif kind == "early":
+        _early_panels(axes, result)
+    elif kind == "closing":
+        _closing_panels(axes, result)
+    elif result["study"] == "temperature":
+        _sweep_panels(axes, result)
     elif kind == "embeddings":
         _bar_panel(axes[0], result, bars)
         _bar_panel(axes[1], result, ("i2t_r1", "t2i_r1", "alignment"))
@@ -133,9 +194,9 @@ def plot_study(result: dict, path, key: str = "gap", bars: tuple = ("gap",),
         _history_panel(axes[0], result, key, log_key)
         _bar_panel(axes[1], result, bars)
     verdict = ("smoke test" if result["scale"] == "tiny" else "example" if result.get("example")
-               else "reproduced" if result["reproduced"] else "NOT reproduced")
+               else result["outcome"])
     fig.suptitle(f"{result['study']}: {verdict} ({result['scale']}, "
-                 f"{len(result['seeds'])} seeds)", fontsize=9)
+                 f"{len(result['seeds'])} {result.get('unit', 'seed')}s)", fontsize=9)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

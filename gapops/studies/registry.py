@@ -49,9 +49,13 @@ class Study:
     or 'real_shift' (the shift landscape of bundled real embeddings; a seed is an order of the
     pairs into batches).
     key: the metric plotted over epochs; bars: the final metrics in the bar chart and table.
-    check(arms) -> (reproduced, verdict, comparisons) reads the arms' per-seed results.
+    check(arms) reads the arms' per-seed results.
     example: a labelled illustration, never counted as a reproduction.
     sizes: per-size overrides {"quick": {"train": {...}, "model": {...}, "data": {...}}}.
+    replicates: per-size number of replicates that replaces ``--seeds`` ({"quick": 100}: the
+    Theorem 3.3 study's random inits; init_gap's disjoint folds); unit: what one replicate is.
+    check(arms) -> (outcome, verdict, comparisons): outcome 'reproduced', 'contradicted' or
+    'inconclusive' (see :mod:`gapops.studies.stats`).
     """
     name: str
     paper: str
@@ -69,6 +73,8 @@ class Study:
     sizes: dict = field(default_factory=dict)
     notes: Optional[str] = None
     example: bool = False
+    replicates: dict = field(default_factory=dict)
+    unit: str = "seed"
 
     def resolve(self, scale: str, arm: Arm) -> tuple[dict, dict, dict]:
         """(data kwargs, model overrides, train overrides) for ``arm`` at ``scale``."""

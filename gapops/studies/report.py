@@ -28,13 +28,13 @@ def markdown_table(folder) -> str:
         if not path.exists():
             continue
         r = json.loads(path.read_text())
-        comps = "<br>".join(("✓ " if c["holds"] else "✗ ") + stats.describe(c)
+        comps = "<br>".join(stats.mark(c) + " " + stats.describe(c)
                             for c in r["comparisons"]) or r["verdict"]
         paper = study.paper.split(",")[0]
-        slopes = [abs(a["final"]["gap_slope"]) for a in r["arms"]
-                  if a["final"].get("gap_slope") is not None]
+        slopes = [abs(a["final"]["gap_slope"]) for a in r["arms"]  # (a slope needs 3 epochs)
+                  if a["final"].get("gap_slope") is not None and len(a["history"]) >= 3]
         settled = f"; gap slope ≤ {max(slopes):.4f}/epoch" if slopes else ""
         rows.append(f"| `{study.name}` | {paper} | {_measured(r, study.bars[0])} | {comps} | "
-                    f"{verdict_tag(r)} ({len(r['seeds'])} seeds, {r['wall_s']:.0f} s"
+                    f"{verdict_tag(r)} ({len(r['seeds'])} {r.get('unit', 'seed')}s, {r['wall_s']:.0f} s"
                     f"{settled}) |")
     return "\n".join(rows)

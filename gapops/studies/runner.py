@@ -101,16 +101,22 @@ def _run_shift_seed(study, seed, scale, device, backend, ckpt_dir, resume, bar) 
             for arm in study.arms]
 
 
-def _run_embeddings(study: Study, arm: Arm, seed: int) -> dict:
-    """Metrics of bundled real embeddings on a random 80% of the pairs (seed 0: all of them).
+FOLDS = 5  # init_gap: the 500 bundled pairs as 5 disjoint folds of 100
 
-    Subsampling, not a bootstrap: repeated pairs would tie in retrieval, where ties are misses.
-    """
+
+def fold_rows(n: int, fold: int, folds: int = FOLDS) -> torch.Tensor:
+    """Rows of fold ``fold % folds`` of one fixed shuffle of range(n): the folds are disjoint
+    and together cover every row once."""
+    idx = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    return idx.chunk(folds)[fold % folds]
+
+
+def _run_embeddings(study: Study, arm: Arm, seed: int) -> dict:
+    """Metrics of bundled real embeddings on one disjoint fold (:func:`fold_rows`, fold =
+    ``seed``): the unit of replication is a fold of 100 distinct pairs, not a resample."""
     x, y = real.load(arm.data["model"])
-    if seed:
-        idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
-        idx = idx[:int(0.8 * x.shape[0])]
-        x, y = x[idx], y[idx]
+    idx = fold_rows(x.shape[0], seed)
+    x, y = x[idx], y[idx]
     final = gapops.metrics.summary(x, y, probe=False)
     return {"history": [{"epoch": 0, **final}], "final": final, "steps": 0, "step_s": 0.0,
             "loss_s": 0.0, "eval_s": 0.0, "completed": True}
@@ -194,13 +200,15 @@ def run_study(name: str, scale: str = "quick", seed: int = 0, seeds: int = 3,
 
     Writes OUT/NAME.json (the returned dict) and OUT/NAME.png, keeps per-run checkpoints in
     OUT/ckpt/NAME/ (``resume=True`` picks them up), and prints a table through ``echo``.
-    ``reproduced`` is True/False from the check's confidence intervals, None for the tiny
-    size (a smoke test) and for examples.
+    ``outcome`` is 'reproduced', 'contradicted' or 'inconclusive' from the check's confidence
+    intervals (``reproduced``: whether it is the first), None for the tiny size (a smoke test)
+    and for examples. A study's own ``replicates`` count replaces ``seeds``.
     """
     study = get_study(name)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out / "ckpt" / name
+    seeds = study.replicates.get(scale, seeds)  # a study's own count (inits, folds) wins
     seed_list = [seed + i for i in range(seeds)]
     _, base_model, base_train = study.resolve(scale, Arm("base"))
     measured = study.kind in ("cone", "embeddings", "real_shift")
@@ -238,8 +246,9 @@ def run_study(name: str, scale: str = "quick", seed: int = 0, seeds: int = 3,
     wall = time.perf_counter() - t0
 
     arms = [_aggregate(arm, runs[arm.name], seed_list) for arm in study.arms]
-    ok, verdict, comparisons = study.check(arms)
-    reproduced = None if (scale == "tiny" or study.example) else bool(ok)
+    outcome, verdict, comparisons = study.check(arms)
+    ok = outcome == "reproduced"
+    reproduced = None if (scale == "tiny" or study.example) else ok
     if scale == "tiny":
         verdict = f"{TINY_NOTE}. {verdict}"
     # a shift study trains once per seed: count its steps once
@@ -258,7 +267,9 @@ def run_study(name: str, scale: str = "quick", seed: int = 0, seeds: int = 3,
         "wall_s": wall, "train_s": step_s, "steps": steps,
         "steps_per_s": steps / step_s if step_s else None,
         "loss_time_share": loss_s / step_s if step_s else None,
-        "reproduced": reproduced, "checks_hold": bool(ok), "example": study.example,
+        "reproduced": reproduced, "checks_hold": ok, "example": study.example,
+        "outcome": None if (scale == "tiny" or study.example) else outcome,
+        "unit": study.unit,
         "comparisons": comparisons, "verdict": verdict, "notes": study.notes,
         "versions": {"gapops": gapops.__version__, "torch": torch.__version__},
         "arms": arms,
@@ -272,12 +283,12 @@ def run_study(name: str, scale: str = "quick", seed: int = 0, seeds: int = 3,
 
 
 def verdict_tag(result: dict) -> str:
-    """'REPRODUCED', 'NOT reproduced', 'EXAMPLE' or 'SMOKE TEST (tiny)'."""
+    """'REPRODUCED', 'CONTRADICTED', 'INCONCLUSIVE', 'EXAMPLE' or 'SMOKE TEST (tiny)'."""
     if result["scale"] == "tiny":
         return "SMOKE TEST (tiny, not a reproduction)"
     if result.get("example"):
         return "EXAMPLE (not a reproduction)"
-    return "REPRODUCED" if result["reproduced"] else "NOT reproduced"
+    return result["outcome"].upper()
 
 
 def format_table(result: dict, bars: tuple) -> str:
@@ -295,6 +306,6 @@ def format_table(result: dict, bars: tuple) -> str:
     sps, share = result["steps_per_s"], result["loss_time_share"]
     timing = f"{result['wall_s']:.1f} s" + (f", {sps:.0f} steps/s, loss {100 * share:.0f}% of "
                                               f"the step" if sps else "")
-    lines.append(f"{verdict_tag(result)} ({len(result['seeds'])} seeds, paired 95% CIs): "
+    lines.append(f"{verdict_tag(result)} ({len(result['seeds'])} {result['unit']}s, 95% CIs): "
                  f"{result['verdict']}  [{timing}]")
     return "\n".join(lines)
