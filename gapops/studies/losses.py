@@ -101,28 +101,11 @@ def geometric_loss(image: Tensor, text: Tensor, in_weight: float = 0.25,
 
 def sigmoid_loss(image: Tensor, text: Tensor, logit_scale: Tensor, logit_bias: Tensor,
                  **kw) -> Tensor:
-    """``gapops.sigmoid_loss`` (SigLIP's pairwise sigmoid loss), looked up at call time.
+    """``gapops.sigmoid_loss`` (SigLIP's pairwise sigmoid loss).
 
     image, text: [B, d] (normalized by the op); logit_scale: 0-dim multiplier s; logit_bias:
     0-dim b. Value: (1/B) Σ_ij softplus(−l_ij (s·cos_ij + b)), l = +1 on the diagonal, −1 off it
     (open_clip's SigLipLoss). ``kw`` goes to the op (backend=, deterministic=).
     """
     import gapops
-    op = getattr(gapops, "sigmoid_loss", None)
-    if op is not None:
-        return op(image, text, logit_scale, logit_bias, **kw)
-    if kw.get("swap_mask") is not None:
-        raise NotImplementedError("swap_mask needs gapops.sigmoid_loss (not merged yet)")
-    return _sigmoid_loss_fallback(image, text, logit_scale, logit_bias)
-
-
-# --- TEMPORARY FALLBACK: delete once gapops.sigmoid_loss is merged --------------------------
-# Used only while gapops has no ``sigmoid_loss`` (the fused op is written on another branch);
-# plain torch, O(B²) memory, the same value as open_clip's SigLipLoss.
-def _sigmoid_loss_fallback(image: Tensor, text: Tensor, logit_scale: Tensor,
-                           logit_bias: Tensor) -> Tensor:
-    x, y = F.normalize(image.float(), dim=1), F.normalize(text.float(), dim=1)
-    z = logit_scale * (x @ y.T) + logit_bias
-    sign = 2.0 * torch.eye(x.shape[0], device=x.device) - 1.0
-    return F.softplus(-sign * z).sum() / x.shape[0]
-# --- END TEMPORARY FALLBACK ------------------------------------------------------------------
+    return gapops.sigmoid_loss(image, text, logit_scale, logit_bias, **kw)
