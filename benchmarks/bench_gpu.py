@@ -33,8 +33,9 @@ public APIs so that the kernels behind them can be rewritten freely:
   sigmoid_siglip_kernel siglip_kernel.fused_siglip_loss (its own dtype router; needs siglip_kernel)
 
 The cuda methods also print and record the cuBLAS-strip model of docs/cuda.md beside the
-measurement: 4 products at the torch.mm rate measured in this process plus 22 bytes per logit
-(fp32 strips, 16-bit H, forward + backward) at the copy bandwidth measured in this process.
+measurement (benchmarks/cuda_model.py): the loss's products (softmax 4, sigmoid 3) at the torch.mm
+rate measured in this process plus its bytes per logit (softmax 22.1, sigmoid 14 for bf16: fp32
+strips, 16-bit H, forward + backward) at the copy bandwidth measured in this process.
 
 Every method runs in its own child process (the GAPOPS_TRITON_BWD switch is set before gapops is
 imported; a crash, a hang or a leak costs only that method), with a time cap of
@@ -65,6 +66,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 if importlib.util.find_spec("gapops") is None:  # not installed: the checkout's package
     sys.path.insert(0, ROOT)
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+import cuda_model  # noqa: E402  (benchmarks/cuda_model.py: the cuBLAS-strip model of docs/cuda.md)
 
 LOGIT_SCALE = 14.285714  # 1 / 0.07, CLIP's initial temperature
 SIGMOID_SCALE, SIGMOID_BIAS = 10.0, -10.0  # SigLIP's initial logit scale and bias
@@ -88,8 +92,6 @@ TRITON_BWD = {"gapops_triton_fused": "fused", "gapops_triton_gstrip": "gstrip"}
 # starting a child)
 NEEDS_MODULE = {"open_clip": "open_clip", "inf_cl": "inf_cl", "memeff": "memeff",
                 "sigmoid_open_clip": "open_clip", "sigmoid_siglip_kernel": "siglip_kernel"}
-# cuBLAS-strip model (docs/cuda.md): bytes through the strips per logit, forward + backward
-STRIP_BYTES_PER_LOGIT = 22
 
 
 def method_loss(method):
@@ -377,22 +379,26 @@ def copy_bandwidth_gbs(dev, nbytes=2**30, reps=5):
     return _bw_cache[0]
 
 
-def strip_model(n, d, mm_tflops, bw_gbs):
-    """The cuBLAS-strip model of docs/cuda.md: (seconds, fraction of the torch.mm rate)."""
-    t = 4 * 2.0 * n * n * d / (mm_tflops * 1e12) + STRIP_BYTES_PER_LOGIT * n * n / (bw_gbs * 1e9)
-    return t, 8.0 * n * n * d / t / (mm_tflops * 1e12)
+def strip_model(n, d, mm_tflops, bw_gbs, loss="softmax", dtype="bf16"):
+    """The cuBLAS-strip model of docs/cuda.md (benchmarks/cuda_model.py) for a forward+backward
+    call: (seconds, fraction of the torch.mm rate, bytes per logit)."""
+    m = cuda_model.model(n, d, mm_tflops * 1e12, bw_gbs * 1e9, loss, dtype, grads=True)
+    return m["t_total"], m["fraction_of_mm"], m["bytes_per_logit"]
 
 
 def measure(dev, fn, n, d, dtype_name, time_per_case=2.0, max_reps=20, scale=LOGIT_SCALE,
-            model=False):
+            model=False, loss="softmax"):
     """One case: a dict with status and, when it ran, times, rates and memory; with model, the
     cuBLAS-strip model's time from the torch.mm rate and the copy bandwidth of this process."""
     set_tf32(dtype_name)
-    rec = {"flops": 8.0 * n * n * d, "mm_tflops": dense_mm_tflops(dev, n, d, dtype_name)}
+    # the N x N x d products a forward+backward needs: 4 for the softmax loss, 3 for the sigmoid
+    rec = {"flops": cuda_model.products(loss) * 2.0 * n * n * d,
+           "mm_tflops": dense_mm_tflops(dev, n, d, dtype_name)}
     if model and rec["mm_tflops"] and copy_bandwidth_gbs(dev):
         rec["copy_gbs"] = copy_bandwidth_gbs(dev)
-        t, frac = strip_model(n, d, rec["mm_tflops"], rec["copy_gbs"])
-        rec.update(model_ms=t * 1e3, model_frac_of_mm=frac)
+        t, frac, per_logit = strip_model(n, d, rec["mm_tflops"], rec["copy_gbs"], loss,
+                                         "fp32" if dtype_name == "tf32" else dtype_name)
+        rec.update(model_ms=t * 1e3, model_frac_of_mm=frac, model_bytes_per_logit=per_logit)
     dev.free()
     x = y = s = None
     try:
@@ -440,14 +446,15 @@ def child_main(args):
         if args.sleep_method and args.sleep_method == f"{args.child}:{case}":
             time.sleep(3600)  # test hook: a case that never ends (the caps must stop it)
         rec = measure(dev, fn, n, d, dt, time_per_case=args.time_per_case, max_reps=args.max_reps,
-                      scale=SIGMOID_SCALE if loss == "sigmoid" else LOGIT_SCALE, model=model)
+                      scale=SIGMOID_SCALE if loss == "sigmoid" else LOGIT_SCALE, model=model,
+                      loss=loss)
         emit(args.jsonl, {**row, **rec})
         print(f"  {args.child:22s} {case:18s} {fmt_row(rec)}", flush=True)
         if model and rec.get("model_ms"):
             print(f"  cuBLAS-strip model vs measured ({args.child}, {case}): model "
                   f"{rec['model_ms']:.2f} ms = {100 * rec['model_frac_of_mm']:.0f}% of torch.mm "
                   f"({rec['mm_tflops']:.0f} TFLOP/s, copy {rec['copy_gbs']:.0f} GB/s, "
-                  f"{STRIP_BYTES_PER_LOGIT} B/logit); measured "
+                  f"{rec['model_bytes_per_logit']:.1f} B/logit); measured "
                   + (f"{rec['ms']:.2f} ms = {100 * rec.get('frac_of_mm', 0):.0f}%"
                      if rec.get("status") == "ok" else rec.get("status", "?")), flush=True)
     return 0

@@ -181,9 +181,11 @@ def model_lines(rows):
             continue
         got = (f"{r['ms']:.2f} ms = {100 * r['frac_of_mm']:.0f}% of mm"
                if r.get("status") == "ok" and r.get("frac_of_mm") else r.get("status", "?"))
+        products = 3 if r.get("loss") == "sigmoid" else 4
         out.append(f"cuBLAS-strip model vs measured ({r['method']}): model {r['model_ms']:.2f} ms "
-                   f"= {100 * r['model_frac_of_mm']:.0f}% of mm (4 products at "
-                   f"{_rate(r['mm_tflops'])} TFLOP/s + 22 B/logit at {r['copy_gbs']:.0f} GB/s, "
+                   f"= {100 * r['model_frac_of_mm']:.0f}% of mm ({products} products at "
+                   f"{_rate(r['mm_tflops'])} TFLOP/s + {r.get('model_bytes_per_logit', 22):.1f} "
+                   f"B/logit at {r['copy_gbs']:.0f} GB/s, "
                    f"both measured in the same process); measured {got}.")
     return out + [""] if out else []
 

@@ -170,15 +170,18 @@ def test_cases_per_loss_and_quick_peers():
 
 
 def test_strip_model_arithmetic():
-    """docs/cuda.md's model: 4 products at the mm rate + 22 B per logit at the copy bandwidth."""
+    """docs/cuda.md's model: the loss's products at the mm rate + its bytes per logit (22.125 for
+    the bf16 softmax, 14 for the sigmoid with gradients) at the copy bandwidth."""
     b = _load_bench()
     n, d = 32768, 768
-    t, frac = b.strip_model(n, d, mm_tflops=700.0, bw_gbs=4000.0)
-    products = 8.0 * n * n * d / 700e12
-    memory = 22.0 * n * n / 4000e9
-    assert t == pytest.approx(products + memory, rel=1e-12)
-    assert frac == pytest.approx(products / (products + memory), rel=1e-12)
-    assert 0.5 < frac < 0.8  # the bf16 H100/H200 figures of docs/cuda.md are in this range
+    for loss, k, per_logit in (("softmax", 4, 22.125), ("sigmoid", 3, 14.0)):
+        t, frac, got_per_logit = b.strip_model(n, d, mm_tflops=700.0, bw_gbs=4000.0, loss=loss)
+        products = k * 2.0 * n * n * d / 700e12
+        memory = per_logit * n * n / 4000e9
+        assert got_per_logit == pytest.approx(per_logit)
+        assert t == pytest.approx(products + memory, rel=1e-12)
+        assert frac == pytest.approx(products / (products + memory), rel=1e-12)
+        assert 0.5 < frac < 0.8  # the bf16 H100/H200 figures of docs/cuda.md are in this range
 
 
 def test_auto_table_rows_from_report_and_update(tmp_path):
