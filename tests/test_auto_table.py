@@ -1,4 +1,6 @@
 """backend='auto' on a GPU: the choice from the measured table (pure functions, no GPU needed)."""
+import dataclasses
+
 import pytest
 import torch
 
@@ -59,8 +61,7 @@ def test_resolve_auto_on_cuda_reads_the_table(monkeypatch):
     for name in avail:
         be = _dispatch.BACKENDS[name]
         monkeypatch.setitem(_dispatch.BACKENDS, name,
-                            _dispatch.Backend(be.name, be.device_types, lambda n=name: avail[n],
-                                              be.kernels))
+                            dataclasses.replace(be, why_unavailable=lambda n=name: avail[n]))
     dev = torch.device("cuda")
     assert _dispatch.resolve("auto", dev, dtype=torch.bfloat16, n=2000).name == "triton"
     assert _dispatch.resolve("auto", dev, dtype=torch.bfloat16, n=40000).name == "cuda"
