@@ -203,6 +203,10 @@ def assert_close(got, want, tol, what, scale_floor=0.0):
         assert err <= tol, f"{name}: relative error {err:.2e} > {tol:.0e}"
 
 
+# (swap_rows, swap_cols, normalize, strided) of make_strip: the routing / norm / stride variants
+ROUTINGS = [(True, False, True, False), (False, True, True, False), (True, True, False, False),
+            (True, True, True, True)]
+
 STRIPS = [  # (n, m, d, offset)
     (1, 1, 1, 0), (1, 5, 3, 4), (6, 6, 1, 0), (17, 40, 33, 9), (65, 65, 70, 0), (130, 257, 19, 127),
 ]

@@ -12,8 +12,8 @@ import torch
 from gapops import _dispatch
 from gapops._dtypes import accumulation_dtype
 from gapops.reference import reference_sigmoid_strip
-from helpers import (STRIPS, TOL, assert_close, device_for, intra_op_threads, make_strip,
-                     strip_args)
+from helpers import (ROUTINGS, STRIPS, TOL, assert_close, device_for, intra_op_threads,
+                     make_strip, strip_args)
 
 DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
 OUTPUTS = ("row_loss", "grad_a", "grad_b", "grad_scale", "grad_bias")
@@ -91,9 +91,7 @@ def test_sigmoid_strip_matches_reference(backend, n, m, d, offset, dtype):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("swap_rows,swap_cols,normalize,strided", [
-    (True, False, True, False), (False, True, True, False), (True, True, False, False),
-    (True, True, True, True)])
+@pytest.mark.parametrize("swap_rows,swap_cols,normalize,strided", ROUTINGS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16],
                          ids=lambda t: str(t).replace("torch.", ""))
 def test_sigmoid_strip_routing_norms_strides(backend, swap_rows, swap_cols, normalize, strided,

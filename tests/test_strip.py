@@ -10,7 +10,7 @@ import torch
 from gapops import _dispatch
 from gapops._dtypes import accumulation_dtype
 from gapops.reference import reference_strip_backward, reference_strip_forward
-from helpers import (MAX_ROWS, STRIPS, TOL, assert_close, backend_params, device_for,
+from helpers import (MAX_ROWS, ROUTINGS, STRIPS, TOL, assert_close, backend_params, device_for,
                      make_strip, strip_args)
 
 STRIP_BACKENDS = backend_params(include_reference=True)
@@ -46,9 +46,7 @@ def test_strip_matches_reference(backend, n, m, d, offset, dtype):
 
 
 @pytest.mark.parametrize("backend", STRIP_BACKENDS)
-@pytest.mark.parametrize("swap_rows,swap_cols,normalize,strided", [
-    (True, False, True, False), (False, True, True, False), (True, True, False, False),
-    (True, True, True, True)])
+@pytest.mark.parametrize("swap_rows,swap_cols,normalize,strided", ROUTINGS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16],
                          ids=lambda t: str(t).replace("torch.", ""))
 def test_strip_routing_norms_strides(backend, swap_rows, swap_cols, normalize, strided, dtype):
