@@ -39,12 +39,14 @@ F64 = torch.float64
 
 
 class Groups(NamedTuple):
-    """slot: int64 [m], the group slot of each pair, in [0, m); count: float64 [m], n_j >= 1;
+    """slot: int64 [m], the group slot of each pair, in [0, size); count: float64 [m], n_j >= 1;
     dup: int64 [k], the positions j with n_j > 1 in increasing order, or None: then every pair is
-    visited, and a pair whose ID is unique gets a correction of exactly 0."""
+    visited, and a pair whose ID is unique gets a correction of exactly 0; size: the number of
+    slots (the rows of each group sum)."""
     slot: Tensor
     count: Tensor
     dup: Optional[Tensor]
+    size: int
 
 
 class Side(NamedTuple):
@@ -59,10 +61,11 @@ class Side(NamedTuple):
 def pair_groups(pair_ids: Tensor, compact: Optional[bool] = None) -> Groups:
     """Group slots and sizes of integer IDs [m] (the whole batch, gathered across ranks).
 
-    slot_j = the first position of id_j in the sorted IDs; count_j = how many pairs share id_j;
+    slot_j = the first position of id_j in the sorted IDs, count_j = how many pairs share id_j:
     neither needs a host sync or ``torch.unique``. ``compact`` (default: on CPU tensors, where the
-    host sync it needs costs nothing) lists the pairs that have same-ID partners, so that the
-    corrections visit only those (an all-unique batch then costs O(N) beyond the strip).
+    host sync it needs costs nothing) lists the pairs that have same-ID partners and numbers their
+    groups densely, so that the corrections visit only those pairs (a batch of unique IDs then
+    costs O(N) beyond the strip).
     """
     ids = pair_ids.reshape(-1).to(torch.int64)
     sorted_ids, _ = torch.sort(ids)
@@ -71,8 +74,12 @@ def pair_groups(pair_ids: Tensor, compact: Optional[bool] = None) -> Groups:
     count = sizes[slot]
     if compact is None:
         compact = ids.device.type == "cpu"
-    dup = (count > 1).nonzero().squeeze(1) if compact else None
-    return Groups(slot, count.to(F64), dup)
+    if not compact:
+        return Groups(slot, count.to(F64), None, ids.numel())
+    dup = (count > 1).nonzero().squeeze(1)
+    used, dense = torch.unique(slot[dup], return_inverse=True)
+    slot = torch.zeros_like(slot).index_copy_(0, dup, dense)  # pairs without partners: unread
+    return Groups(slot, count.to(F64), dup, used.numel())
 
 
 def has_duplicates(groups: Groups) -> bool:
@@ -81,15 +88,7 @@ def has_duplicates(groups: Groups) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# row access: chunks (slices of all rows, or pieces of an index list), unit rows, group sums
-
-def _visit(groups: Groups, offset: int, n: int) -> Optional[Tensor]:
-    """The strip rows (local indices) with same-ID partners, or None for all n."""
-    if groups.dup is None:
-        return None
-    dup = groups.dup
-    return dup[(dup >= offset) & (dup < offset + n)] - offset
-
+# which rows to visit, in chunks: slices of all rows, or pieces of the list of duplicates
 
 def _chunks(n: int, d: int, device: torch.device, subset: Optional[Tensor]):
     if subset is None:
@@ -97,6 +96,26 @@ def _chunks(n: int, d: int, device: torch.device, subset: Optional[Tensor]):
     else:
         for part in _row_chunks(subset.numel(), d, device):
             yield subset[part]
+
+
+def _local_pairs(groups: Groups, offset: int, n: int, d: int, device):
+    """Chunks of the strip's rows i (local indices) to visit; column p(i) = i + offset is the same
+    pair's column."""
+    sub = None
+    if groups.dup is not None:
+        sub = groups.dup[(groups.dup >= offset) & (groups.dup < offset + n)] - offset
+    return _chunks(n, d, device, sub)
+
+
+def _foreign_columns(dup: Optional[Tensor], offset: int, n: int, m: int, d: int, device):
+    """Chunks of the columns whose pair is not one of the strip's rows (distributed: another
+    rank's pairs), among ``dup`` (None: all); none on a single device."""
+    if dup is not None:
+        yield from _chunks(m, d, device, dup[(dup < offset) | (dup >= offset + n)])
+        return
+    for lo, hi in ((0, offset), (offset + n, m)):
+        for cols in _row_chunks(hi - lo, d, device):
+            yield slice(cols.start + lo, cols.stop + lo)
 
 
 def _plus(rows, k: int):
@@ -112,7 +131,7 @@ def _routed(side: Side, rows) -> Tensor:
 
 def _unit(side: Side, rows) -> Tensor:
     """float64 unit rows (routed, times the kernels' inverse norms) of side for ``rows``."""
-    return _routed(side, rows).to(F64) * side.inv[rows].to(F64).unsqueeze(1)
+    return _routed(side, rows) * side.inv[rows].to(F64).unsqueeze(1)  # promotes: one pass
 
 
 def _scatter_add_(out: Tensor, slot: Tensor, src: Tensor, deterministic: bool) -> None:
@@ -138,6 +157,19 @@ def group_sums(side: Side, slot: Tensor, size: int, weights=(None,),
     return outs
 
 
+def _strip_sums(groups: Groups, a: Side, b: Side, offset: int, b_weights, a_weights,
+                deterministic: bool):
+    """Group sums over every column (of b̂, for b_weights) and over the strip's rows (of â)."""
+    n = a.t.shape[0]
+    rows = None
+    if groups.dup is not None:
+        dup = groups.dup
+        rows = dup[(dup >= offset) & (dup < offset + n)] - offset
+    slot_r = groups.slot[offset:offset + n]
+    return (group_sums(b, groups.slot, groups.size, b_weights, groups.dup, deterministic),
+            group_sums(a, slot_r, groups.size, a_weights, rows, deterministic))
+
+
 def _totals(side: Side, weights=(None,)) -> list[Tensor]:
     """For each weight vector w (None: ones), Σ_i w_i x̂_i over all rows of side: [d] float64."""
     n, d = side.t.shape
@@ -158,22 +190,8 @@ def _dots(side: Side, v: Tensor) -> Tensor:
     return out
 
 
-def _own_rows(a: Side, offset: int, cols, weight: Optional[Tensor] = None):
-    """For columns ``cols`` of the global batch: (â_j, w_j â_j, is_local_j) of the same pair's row
-    where it is one of this strip's rows, zeros elsewhere (weight: [m] or None)."""
-    n = a.t.shape[0]
-    idx = torch.arange(cols.start, cols.stop, device=a.t.device) if isinstance(cols, slice) \
-        else cols
-    local = (idx >= offset) & (idx < offset + n)
-    own = torch.where(local.unsqueeze(1), _unit(a, (idx - offset).clamp(0, n - 1)), 0.0)
-    weighted = None if weight is None else own * weight[idx].to(F64).unsqueeze(1)
-    return own, weighted, local.to(F64)
-
-
-def _local_columns(offset: int, n: int, m: int, device) -> Tensor:
-    out = torch.zeros(m, dtype=F64, device=device)
-    out[offset:offset + n] = 1.0
-    return out
+def _col(side: Side, cols) -> Tensor:
+    return side.inv[cols].to(F64).unsqueeze(1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,25 +214,24 @@ def softmax_excess(groups: Groups, a: Side, b: Side, a_pos: Tensor, b_pos: Tenso
     slot_c, cnt_c = groups.slot, groups.count
     slot_r, cnt_r = slot_c[offset:offset + n], cnt_c[offset:offset + n]
     pa, pb = a_pos.to(F64), b_pos.to(F64)
-    rows_sub, cols_sub = _visit(groups, offset, n), groups.dup
-    (U,) = group_sums(b, slot_c, m, subset=cols_sub, deterministic=deterministic)
-    (V,) = group_sums(a, slot_r, m, subset=rows_sub, deterministic=deterministic)
+    (U,), (V,) = _strip_sums(groups, a, b, offset, (None,), (None,), deterministic)
     row = torch.zeros(n, dtype=F64, device=dev)
     col = torch.zeros(m, dtype=F64, device=dev)
-    for rows in _chunks(n, d, dev, rows_sub):
-        ah, bp, k = _unit(a, rows), _unit(b, _plus(rows, offset)), cnt_r[rows]
+    for rows in _local_pairs(groups, offset, n, d, dev):
+        ah, bp, cols = _unit(a, rows), _unit(b, _plus(rows, offset)), _plus(rows, offset)
+        g, k = slot_r[rows], cnt_r[rows]
         # (1/n_i) Σ_{j in P_i, j != p(i)} (cos_ij - a_pos_i): the group sum less the pair itself
-        row[rows] = (torch.linalg.vecdot(ah, U[slot_r[rows]] - bp) - (k - 1) * pa[rows]) / k
-    for cols in _chunks(m, d, dev, cols_sub):
-        bh, k = _unit(b, cols), cnt_c[cols]
-        ah, _, local = _own_rows(a, offset, cols)
-        col[cols] = (torch.linalg.vecdot(bh, V[slot_c[cols]] - ah) - local * (k - 1) * pb[cols]) / k
+        row[rows] = (torch.linalg.vecdot(ah, U[g] - bp) - (k - 1) * pa[rows]) / k
+        col[cols] = (torch.linalg.vecdot(bp, V[g] - ah) - (k - 1) * pb[cols]) / k
+    for cols in _foreign_columns(groups.dup, offset, n, m, d, dev):
+        col[cols] = torch.linalg.vecdot(_unit(b, cols), V[slot_c[cols]]) / cnt_c[cols]
     if eps:
         # the smoothing target ε/m on every pair: ε (x̂ · total / m - the pair's own cosine)
-        (u_total,), (v_total,) = _totals(b), _totals(a)
-        local = _local_columns(offset, n, m, dev)
+        ((u_total,), (v_total,)) = _totals(b), _totals(a)
+        own = torch.zeros(m, dtype=F64, device=dev)
+        own[offset:offset + n] = 1.0
         row = (1 - eps) * row + eps * (_dots(a, u_total) / m - pa)
-        col = (1 - eps) * col + eps * (_dots(b, v_total) / m - local * pb)
+        col = (1 - eps) * col + eps * (_dots(b, v_total) / m - own * pb)
     return row, col
 
 
@@ -238,34 +255,28 @@ def add_softmax_gradients_(grad_a: Tensor, grad_b: Tensor, groups: Groups, a: Si
     n, d = a.t.shape
     m, dev = b.t.shape[0], a.t.device
     eps = float(label_smoothing)
-    s = scale.detach().to(F64)
+    s = (1 - eps) * scale.detach().to(F64)
     h = half.to(F64)
     h_r = h[offset:offset + n]
     slot_c, cnt_c = groups.slot, groups.count
     slot_r, cnt_r = slot_c[offset:offset + n], cnt_c[offset:offset + n]
-    rows_sub, cols_sub = _visit(groups, offset, n), groups.dup
-    U, W = group_sums(b, slot_c, m, (None, h), cols_sub, deterministic)
-    V, X = group_sums(a, slot_r, m, (None, h_r), rows_sub, deterministic)
+    (U, W), (V, X) = _strip_sums(groups, a, b, offset, (None, h), (None, h_r), deterministic)
 
-    def share(hk, k, sums, weighted_sums, own, own_weighted):
+    def share(hk, k, sums, weighted_sums, own):
         # Σ over the group of (h_i + h_j)(δ - 1/n) x̂ = (h U_g + W_g)/n - 2 h x̂_own, written as
         # differences from the pair itself so that a unique ID gives exactly 0
-        return (hk * (sums - k * own) + (weighted_sums - k * own_weighted)) / k
+        return (hk * (sums - k * own) + (weighted_sums - k * (own * hk))) / k
 
-    for rows in _chunks(n, d, dev, rows_sub):
-        bp, g = _unit(b, _plus(rows, offset)), slot_r[rows]
-        hk, k = h_r[rows].unsqueeze(1), cnt_r[rows].unsqueeze(1)
-        e = share(hk, k, U[g], W[g], bp, bp * hk)
-        coef = (1 - eps) * s * a.inv[rows].to(F64).unsqueeze(1)
-        grad_a[rows] -= (coef * e).to(grad_a.dtype)
-    for cols in _chunks(m, d, dev, cols_sub):
-        ah, hah, _ = _own_rows(a, offset, cols, h)
+    for rows in _local_pairs(groups, offset, n, d, dev):
+        ah, bp, cols = _unit(a, rows), _unit(b, _plus(rows, offset)), _plus(rows, offset)
+        g, hk, k = slot_r[rows], h_r[rows].unsqueeze(1), cnt_r[rows].unsqueeze(1)
+        grad_a[rows] -= (s * _col(a, rows) * share(hk, k, U[g], W[g], bp)).to(grad_a.dtype)
+        grad_b[cols] -= (s * _col(b, cols) * share(hk, k, V[g], X[g], ah)).to(grad_b.dtype)
+    for cols in _foreign_columns(groups.dup, offset, n, m, d, dev):
         g, hk, k = slot_c[cols], h[cols].unsqueeze(1), cnt_c[cols].unsqueeze(1)
-        e = share(hk, k, V[g], X[g], ah, hah)
-        coef = (1 - eps) * s * b.inv[cols].to(F64).unsqueeze(1)
-        grad_b[cols] -= (coef * e).to(grad_b.dtype)
+        grad_b[cols] -= (s * _col(b, cols) * (hk * V[g] + X[g]) / k).to(grad_b.dtype)
     if eps:
-        _add_smoothing_gradients_(grad_a, grad_b, a, b, offset, eps * s, h)
+        _add_smoothing_gradients_(grad_a, grad_b, a, b, offset, eps * scale.detach().to(F64), h)
 
 
 def _add_smoothing_gradients_(grad_a, grad_b, a: Side, b: Side, offset: int, eps_s: Tensor,
@@ -274,19 +285,19 @@ def _add_smoothing_gradients_(grad_a, grad_b, a: Side, b: Side, offset: int, eps
     (ū = Σ_j b̂_j, w̄ = Σ_j h_j b̂_j) and s ε [2 h_j â_j - (h_j v̄ + x̄)/m] for column j (v̄, x̄
     over this strip's rows; the 2 h_j â_j only where the column's pair is one of them)."""
     n, d = a.t.shape
-    m = b.t.shape[0]
+    m, dev = b.t.shape[0], a.t.device
     h_r = h[offset:offset + n]
     u_total, w_total = _totals(b, (None, h))
     v_total, x_total = _totals(a, (None, h_r))
-    for rows in _row_chunks(n, d, a.t.device):
-        hk = h_r[rows].unsqueeze(1)
-        e = 2 * hk * _unit(b, _plus(rows, offset)) - (hk * u_total + w_total) / m
-        grad_a[rows] += (eps_s * a.inv[rows].to(F64).unsqueeze(1) * e).to(grad_a.dtype)
-    for cols in _row_chunks(m, d, b.t.device):
-        own, _, _ = _own_rows(a, offset, cols)
-        hk = h[cols].unsqueeze(1)
-        e = 2 * hk * own - (hk * v_total + x_total) / m
-        grad_b[cols] += (eps_s * b.inv[cols].to(F64).unsqueeze(1) * e).to(grad_b.dtype)
+    for rows in _row_chunks(n, d, dev):
+        cols, hk = _plus(rows, offset), h_r[rows].unsqueeze(1)
+        e = 2 * hk * _unit(b, cols) - (hk * u_total + w_total) / m
+        grad_a[rows] += (eps_s * _col(a, rows) * e).to(grad_a.dtype)
+        e = 2 * hk * _unit(a, rows) - (hk * v_total + x_total) / m
+        grad_b[cols] += (eps_s * _col(b, cols) * e).to(grad_b.dtype)
+    for cols in _foreign_columns(None, offset, n, m, d, dev):
+        e = -(h[cols].unsqueeze(1) * v_total + x_total) / m
+        grad_b[cols] += (eps_s * _col(b, cols) * e).to(grad_b.dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,29 +322,24 @@ def sigmoid_corrections(groups: Groups, a: Side, b: Side, offset: int, scale: Te
     slot_c = groups.slot
     slot_r, cnt_r = slot_c[offset:offset + n], groups.count[offset:offset + n]
     w = torch.ones(n, dtype=F64, device=dev) if weight is None else weight.to(F64)
-    rows_sub, cols_sub = _visit(groups, offset, n), groups.dup
-    (U,) = group_sums(b, slot_c, m, subset=cols_sub, deterministic=deterministic)
+    grads = grad_a is not None
+    (U,), row_sums = _strip_sums(groups, a, b, offset, (None,),
+                                 (None if weight is None else w,) if grads else (), deterministic)
+    Y = row_sums[0] if grads else None
     row = torch.zeros(n if want_loss else 0, dtype=F64, device=dev)
     d_scale = torch.zeros((), dtype=F64, device=dev)
-    for rows in _chunks(n, d, dev, rows_sub):
-        others = U[slot_r[rows]] - _unit(b, _plus(rows, offset))  # exactly 0 for a unique ID
-        S = torch.linalg.vecdot(_unit(a, rows), others)
+    for rows in _local_pairs(groups, offset, n, d, dev):
+        ah, cols = _unit(a, rows), _plus(rows, offset)
+        others = U[slot_r[rows]] - _unit(b, cols)  # exactly 0 for a unique ID
+        S = torch.linalg.vecdot(ah, others)
         if want_loss:
             row[rows] = -(s * S + bias64 * (cnt_r[rows] - 1))
         d_scale -= (w[rows] * S).sum()
-        if grad_a is not None:
-            coef = s * a.inv[rows].to(F64) * w[rows]
-            grad_a[rows] -= (coef.unsqueeze(1) * others).to(grad_a.dtype)
-    d_bias = -(w * (cnt_r - 1)).sum()
-    if grad_b is not None:
-        w_all = None
-        if weight is not None:
-            w_all = torch.zeros(m, dtype=F64, device=dev)
-            w_all[offset:offset + n] = w
-        (Y,) = group_sums(a, slot_r, m, (None if weight is None else w,), rows_sub,
-                          deterministic)
-        for cols in _chunks(m, d, dev, cols_sub):
-            own, own_weighted, _ = _own_rows(a, offset, cols, w_all)
-            others = Y[slot_c[cols]] - (own if own_weighted is None else own_weighted)
-            grad_b[cols] -= (s * b.inv[cols].to(F64).unsqueeze(1) * others).to(grad_b.dtype)
-    return row, d_scale, d_bias
+        if grads:
+            grad_a[rows] -= ((s * w[rows]).unsqueeze(1) * _col(a, rows) * others).to(grad_a.dtype)
+            own = ah if weight is None else ah * w[rows].unsqueeze(1)
+            grad_b[cols] -= (s * _col(b, cols) * (Y[slot_r[rows]] - own)).to(grad_b.dtype)
+    if grads:
+        for cols in _foreign_columns(groups.dup, offset, n, m, d, dev):
+            grad_b[cols] -= (s * _col(b, cols) * Y[slot_c[cols]]).to(grad_b.dtype)
+    return row, d_scale, -(w * (cnt_r - 1)).sum()

@@ -209,15 +209,22 @@ def test_without_normalization_and_across_chunk_boundaries(loss, compact, monkey
     _close(got, want, 1e-9, ("rows", "dx", "dy", "ds", "dbias"))
 
 
-def test_group_slots():
+@pytest.mark.parametrize("compact", [True, False])
+def test_group_slots(compact):
     ids = torch.tensor([7, -3, 7, 100, -3, 7])
-    groups = _pair_ids.pair_groups(ids)
+    groups = _pair_ids.pair_groups(ids, compact)
     assert torch.equal(groups.count, torch.tensor([3.0, 2, 3, 1, 2, 3], dtype=F64))
-    same = groups.slot[:, None] == groups.slot[None, :]
-    assert torch.equal(same, ids[:, None] == ids[None, :])
-    assert int(groups.slot.min()) >= 0 and int(groups.slot.max()) < ids.numel()
+    has = torch.tensor([0, 1, 2, 4, 5]) if compact else torch.arange(6)  # pairs with partners
+    slot = groups.slot[has]
+    assert torch.equal(slot[:, None] == slot[None, :], ids[has][:, None] == ids[has][None, :])
+    assert int(groups.slot.min()) >= 0 and int(groups.slot.max()) < groups.size
+    assert groups.size == (2 if compact else 6)
+    assert (groups.dup is None) != compact
+    if compact:
+        assert torch.equal(groups.dup, has)
     assert _pair_ids.has_duplicates(groups)
-    assert not _pair_ids.has_duplicates(_pair_ids.pair_groups(torch.tensor([3, 1, 2], dtype=torch.int32)))
+    unique = _pair_ids.pair_groups(torch.tensor([3, 1, 2], dtype=torch.int32), compact)
+    assert not _pair_ids.has_duplicates(unique)
 
 
 @pytest.mark.parametrize("compact", [True, False])
@@ -291,3 +298,17 @@ def test_sigmoid_duplicate_with_a_large_logit_has_the_documented_error_bound():
     bound = 8 * u * (strip_rows + float(s) * 1)  # n_i - 1 = 1 duplicate per row
     err = (rows.double() - want).abs()
     assert torch.all(err <= bound), float((err / bound).max())
+
+
+def test_sigmoid_loss_only_equals_the_loss_with_gradients():
+    """The forward without gradients (no_grad, or nothing requires one) takes another branch."""
+    n, d = 21, 6
+    x, y, mask, up = _inputs(n, d, seed=4, swap=True)
+    A, B, *_ = _sides(x, y, mask, True)
+    groups = _pair_ids.pair_groups(_ids("many", n, seed=5))
+    s, bias = torch.tensor(7.0, dtype=F64), torch.tensor(-2.0, dtype=F64)
+    alone = _pair_ids.sigmoid_corrections(groups, A, B, 0, s, bias)
+    ga, gb = torch.zeros(n, d, dtype=F64), torch.zeros(n, d, dtype=F64)
+    both = _pair_ids.sigmoid_corrections(groups, A, B, 0, s, bias, grad_a=ga, grad_b=gb)
+    assert torch.equal(alone[0], both[0]) and bool(ga.abs().sum() > 0)
+    assert _pair_ids.sigmoid_corrections(groups, A, B, 0, s, bias, want_loss=False)[0].numel() == 0
