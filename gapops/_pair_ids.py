@@ -98,13 +98,17 @@ def _chunks(n: int, d: int, device: torch.device, subset: Optional[Tensor]):
             yield subset[part]
 
 
+def _local_subset(groups: Groups, offset: int, n: int) -> Optional[Tensor]:
+    """The strip's rows (local indices) that have same-ID partners, or None: all."""
+    if groups.dup is None:
+        return None
+    return groups.dup[(groups.dup >= offset) & (groups.dup < offset + n)] - offset
+
+
 def _local_pairs(groups: Groups, offset: int, n: int, d: int, device):
     """Chunks of the strip's rows i (local indices) to visit; column p(i) = i + offset is the same
     pair's column."""
-    sub = None
-    if groups.dup is not None:
-        sub = groups.dup[(groups.dup >= offset) & (groups.dup < offset + n)] - offset
-    return _chunks(n, d, device, sub)
+    return _chunks(n, d, device, _local_subset(groups, offset, n))
 
 
 def _foreign_columns(dup: Optional[Tensor], offset: int, n: int, m: int, d: int, device):
@@ -129,9 +133,10 @@ def _routed(side: Side, rows) -> Tensor:
     return t
 
 
-def _unit(side: Side, rows) -> Tensor:
-    """float64 unit rows (routed, times the kernels' inverse norms) of side for ``rows``."""
-    return _routed(side, rows) * side.inv[rows].to(F64).unsqueeze(1)  # promotes: one pass
+def _unit(side: Side, rows, dtype: torch.dtype = F64) -> Tensor:
+    """Unit rows (routed, times the kernels' inverse norms) of side for ``rows``, in dtype (never
+    narrower than the features': the product promotes, one pass)."""
+    return _routed(side, rows) * side.inv[rows].to(dtype).unsqueeze(1)
 
 
 def _scatter_add_(out: Tensor, slot: Tensor, src: Tensor, deterministic: bool) -> None:
@@ -144,40 +149,38 @@ def _scatter_add_(out: Tensor, slot: Tensor, src: Tensor, deterministic: bool) -
 
 
 def group_sums(side: Side, slot: Tensor, size: int, weights=(None,),
-               subset: Optional[Tensor] = None, deterministic: bool = False) -> list[Tensor]:
+               subset: Optional[Tensor] = None, deterministic: bool = False,
+               dtype: torch.dtype = F64) -> list[Tensor]:
     """For each weight vector w (None: ones), Σ_{i: slot_i = k} w_i x̂_i into row k: [size, d]
-    float64 each, over the unit rows x̂ of ``side`` (those in ``subset``, or all), in one pass."""
+    in dtype each, over the unit rows x̂ of ``side`` (those in ``subset``, or all), in one pass."""
     n, d = side.t.shape
-    outs = [torch.zeros(size, d, dtype=F64, device=side.t.device) for _ in weights]
+    outs = [torch.zeros(size, d, dtype=dtype, device=side.t.device) for _ in weights]
     for rows in _chunks(n, d, side.t.device, subset):
-        u = _unit(side, rows)
+        u = _unit(side, rows, dtype)
         for out, w in zip(outs, weights):
-            src = u if w is None else u * w[rows].to(F64).unsqueeze(1)
+            src = u if w is None else u * w[rows].unsqueeze(1)
             _scatter_add_(out, slot[rows], src, deterministic)
     return outs
 
 
 def _strip_sums(groups: Groups, a: Side, b: Side, offset: int, b_weights, a_weights,
-                deterministic: bool):
+                deterministic: bool, dtype: torch.dtype = F64):
     """Group sums over every column (of b̂, for b_weights) and over the strip's rows (of â)."""
     n = a.t.shape[0]
-    rows = None
-    if groups.dup is not None:
-        dup = groups.dup
-        rows = dup[(dup >= offset) & (dup < offset + n)] - offset
     slot_r = groups.slot[offset:offset + n]
-    return (group_sums(b, groups.slot, groups.size, b_weights, groups.dup, deterministic),
-            group_sums(a, slot_r, groups.size, a_weights, rows, deterministic))
+    return (group_sums(b, groups.slot, groups.size, b_weights, groups.dup, deterministic, dtype),
+            group_sums(a, slot_r, groups.size, a_weights, _local_subset(groups, offset, n),
+                       deterministic, dtype))
 
 
-def _totals(side: Side, weights=(None,)) -> list[Tensor]:
-    """For each weight vector w (None: ones), Σ_i w_i x̂_i over all rows of side: [d] float64."""
+def _totals(side: Side, weights=(None,), dtype: torch.dtype = F64) -> list[Tensor]:
+    """For each weight vector w (None: ones), Σ_i w_i x̂_i over all rows of side: [d] in dtype."""
     n, d = side.t.shape
-    outs = [torch.zeros(d, dtype=F64, device=side.t.device) for _ in weights]
+    outs = [torch.zeros(d, dtype=dtype, device=side.t.device) for _ in weights]
     for rows in _row_chunks(n, d, side.t.device):
-        raw, inv = _routed(side, rows).to(F64), side.inv[rows].to(F64)
+        raw, inv = _routed(side, rows).to(dtype), side.inv[rows].to(dtype)
         for out, w in zip(outs, weights):
-            out += raw.T @ (inv if w is None else inv * w[rows].to(F64))
+            out += raw.T @ (inv if w is None else inv * w[rows])
     return outs
 
 
@@ -190,8 +193,8 @@ def _dots(side: Side, v: Tensor) -> Tensor:
     return out
 
 
-def _col(side: Side, cols) -> Tensor:
-    return side.inv[cols].to(F64).unsqueeze(1)
+def _col(side: Side, cols, dtype: torch.dtype = F64) -> Tensor:
+    return side.inv[cols].to(dtype).unsqueeze(1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,33 +253,35 @@ def add_softmax_gradients_(grad_a: Tensor, grad_b: Tensor, groups: Groups, a: Si
     strip rows' weights are half[offset:offset + n]. Gradients are w.r.t. the raw routed rows with
     the inverse norms held fixed, as the strip's: s ρ_i Σ_j ΔG_ij b̂_j and s σ_j Σ_i ΔG_ij â_i with
     ΔG_ij = (h_i + h_j)(δ_ij - t_ij), split as (1-ε)(δ_ij - [same]/n_i) + ε(δ_ij - 1/m); the
-    column part sums over this strip's rows only.
+    column part sums over this strip's rows only. Computed in grad_a's dtype (the accumulation
+    dtype, as the strip's own gradient: no cancellation here needs more).
     """
     n, d = a.t.shape
-    m, dev = b.t.shape[0], a.t.device
+    m, dev, acc = b.t.shape[0], a.t.device, grad_a.dtype
     eps = float(label_smoothing)
-    s = (1 - eps) * scale.detach().to(F64)
-    h = half.to(F64)
+    s = (1 - eps) * scale.detach().to(acc)
+    h = half.to(acc)
     h_r = h[offset:offset + n]
-    slot_c, cnt_c = groups.slot, groups.count
+    slot_c, cnt_c = groups.slot, groups.count.to(acc)
     slot_r, cnt_r = slot_c[offset:offset + n], cnt_c[offset:offset + n]
-    (U, W), (V, X) = _strip_sums(groups, a, b, offset, (None, h), (None, h_r), deterministic)
+    (U, W), (V, X) = _strip_sums(groups, a, b, offset, (None, h), (None, h_r), deterministic, acc)
 
     def share(hk, k, sums, weighted_sums, own):
-        # Σ over the group of (h_i + h_j)(δ - 1/n) x̂ = (h U_g + W_g)/n - 2 h x̂_own, written as
-        # differences from the pair itself so that a unique ID gives exactly 0
-        return (hk * (sums - k * own) + (weighted_sums - k * (own * hk))) / k
+        # Σ over the group of (h_i + h_j)(δ - 1/n) x̂ = (h U_g + W_g)/n - 2 h x̂_own: exactly 0 for a
+        # unique ID (U_g = x̂_own, W_g = h x̂_own, and doubling is exact)
+        return (hk * sums + weighted_sums) / k - own * (2 * hk)
 
     for rows in _local_pairs(groups, offset, n, d, dev):
-        ah, bp, cols = _unit(a, rows), _unit(b, _plus(rows, offset)), _plus(rows, offset)
+        ah, cols = _unit(a, rows, acc), _plus(rows, offset)
+        bp = _unit(b, cols, acc)
         g, hk, k = slot_r[rows], h_r[rows].unsqueeze(1), cnt_r[rows].unsqueeze(1)
-        grad_a[rows] -= (s * _col(a, rows) * share(hk, k, U[g], W[g], bp)).to(grad_a.dtype)
-        grad_b[cols] -= (s * _col(b, cols) * share(hk, k, V[g], X[g], ah)).to(grad_b.dtype)
+        grad_a[rows] -= share(hk, k, U[g], W[g], bp) * (s * _col(a, rows, acc))
+        grad_b[cols] -= share(hk, k, V[g], X[g], ah) * (s * _col(b, cols, acc))
     for cols in _foreign_columns(groups.dup, offset, n, m, d, dev):
         g, hk, k = slot_c[cols], h[cols].unsqueeze(1), cnt_c[cols].unsqueeze(1)
-        grad_b[cols] -= (s * _col(b, cols) * (hk * V[g] + X[g]) / k).to(grad_b.dtype)
+        grad_b[cols] -= (hk * V[g] + X[g]) * (s * _col(b, cols, acc) / k)
     if eps:
-        _add_smoothing_gradients_(grad_a, grad_b, a, b, offset, eps * scale.detach().to(F64), h)
+        _add_smoothing_gradients_(grad_a, grad_b, a, b, offset, eps * scale.detach().to(acc), h)
 
 
 def _add_smoothing_gradients_(grad_a, grad_b, a: Side, b: Side, offset: int, eps_s: Tensor,
@@ -285,19 +290,19 @@ def _add_smoothing_gradients_(grad_a, grad_b, a: Side, b: Side, offset: int, eps
     (ū = Σ_j b̂_j, w̄ = Σ_j h_j b̂_j) and s ε [2 h_j â_j - (h_j v̄ + x̄)/m] for column j (v̄, x̄
     over this strip's rows; the 2 h_j â_j only where the column's pair is one of them)."""
     n, d = a.t.shape
-    m, dev = b.t.shape[0], a.t.device
+    m, dev, acc = b.t.shape[0], a.t.device, grad_a.dtype
     h_r = h[offset:offset + n]
-    u_total, w_total = _totals(b, (None, h))
-    v_total, x_total = _totals(a, (None, h_r))
+    u_total, w_total = _totals(b, (None, h), acc)
+    v_total, x_total = _totals(a, (None, h_r), acc)
     for rows in _row_chunks(n, d, dev):
         cols, hk = _plus(rows, offset), h_r[rows].unsqueeze(1)
-        e = 2 * hk * _unit(b, cols) - (hk * u_total + w_total) / m
-        grad_a[rows] += (eps_s * _col(a, rows) * e).to(grad_a.dtype)
-        e = 2 * hk * _unit(a, rows) - (hk * v_total + x_total) / m
-        grad_b[cols] += (eps_s * _col(b, cols) * e).to(grad_b.dtype)
+        e = (2 * hk) * _unit(b, cols, acc) - (hk * u_total + w_total) / m
+        grad_a[rows] += e * (eps_s * _col(a, rows, acc))
+        e = (2 * hk) * _unit(a, rows, acc) - (hk * v_total + x_total) / m
+        grad_b[cols] += e * (eps_s * _col(b, cols, acc))
     for cols in _foreign_columns(None, offset, n, m, d, dev):
         e = -(h[cols].unsqueeze(1) * v_total + x_total) / m
-        grad_b[cols] += (eps_s * _col(b, cols) * e).to(grad_b.dtype)
+        grad_b[cols] += e * (eps_s * _col(b, cols, acc))
 
 
 # ---------------------------------------------------------------------------------------------
