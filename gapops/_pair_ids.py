@@ -82,6 +82,20 @@ def pair_groups(pair_ids: Tensor, compact: Optional[bool] = None) -> Groups:
     return Groups(slot, count.to(F64), dup, used.numel())
 
 
+def groups_of(pair_ids: Optional[Tensor], n: int, device: torch.device) -> Groups:
+    """The groups of pair_ids [n]; None: every pair alone, with nothing to visit on any device."""
+    if pair_ids is None:
+        return Groups(torch.zeros(n, dtype=torch.int64, device=device),
+                      torch.ones(n, dtype=F64, device=device),
+                      torch.zeros(0, dtype=torch.int64, device=device), 0)
+    return pair_groups(pair_ids)
+
+
+def strip_sides(a, a_alt, a_swap, b, b_alt, b_swap, a_inv_norm, b_inv_norm) -> tuple[Side, Side]:
+    """The rows and columns of a strip from its eight leading arguments (design.md 2.1)."""
+    return Side(a, a_alt, a_swap, a_inv_norm), Side(b, b_alt, b_swap, b_inv_norm)
+
+
 def has_duplicates(groups: Groups) -> bool:
     """Whether any two pairs share an ID (a host sync on a GPU)."""
     return bool((groups.count > 1).any())
@@ -238,10 +252,21 @@ def softmax_excess(groups: Groups, a: Side, b: Side, a_pos: Tensor, b_pos: Tenso
     return row, col
 
 
-def softmax_scale_correction(half: Tensor, row_excess: Tensor, col_excess: Tensor) -> Tensor:
-    """d(scale) to add to the strip's grad_scale: -Σ_i h_i (row_i + col_{p(i)}) over this strip's
-    pairs (h = the local upstream / 2, col_excess the complete values of the local pairs)."""
-    return -(half.to(F64) * (row_excess + col_excess)).sum()
+def softmax_rows(row_lse: Tensor, col_lse: Tensor, row_excess: Tensor, col_excess: Tensor,
+                 scale: Tensor) -> tuple[Tensor, Tensor]:
+    """The per-pair loss ½(r̃_i - s E^row_i + c̃_p(i) - s E^col_p(i)) [n] in row_lse's dtype (summed
+    in float64), and E_i = E^row_i + E^col_p(i) [n] (float64) for the scale's gradient; col_lse and
+    col_excess are the complete values of this strip's own pairs."""
+    excess = row_excess + col_excess
+    s = scale.detach().to(F64)
+    rows = 0.5 * (row_lse.to(F64) + col_lse.to(F64) - s * excess)
+    return rows.to(row_lse.dtype), excess
+
+
+def softmax_scale_correction(half: Tensor, excess: Tensor) -> Tensor:
+    """d(scale) to add to the strip's grad_scale: -Σ_i h_i E_i over this strip's pairs (h = the
+    local upstream / 2, E from softmax_rows); the correction is linear in s."""
+    return -(half.to(F64) * excess.to(F64)).sum()
 
 
 def add_softmax_gradients_(grad_a: Tensor, grad_b: Tensor, groups: Groups, a: Side, b: Side,
