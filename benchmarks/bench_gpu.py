@@ -5,10 +5,13 @@
     python3 benchmarks/bench_gpu.py --jsonl b.jsonl --cases 32768x768xbf16 --methods naive
     python3 benchmarks/bench_gpu.py --dry-run --jsonl b.jsonl           # CPU, tiny, Triton interpreted
 
-Cases are NxDxDTYPE with DTYPE one of bf16, fp16, fp32 (IEEE products) and tf32 (fp32 inputs with
-torch.backends.cuda.matmul.allow_tf32 = True, which gapops' fp32 kernels honour too).
-QUICK: 32768x768xbf16 and 16384x512xtf32. --full: N in {4096, 16384, 32768, 65536} x d in
-{512, 768, 1024} x {bf16, tf32}.
+Cases are NxDxDTYPE (the softmax CLIP loss) or sig:NxDxDTYPE (the sigmoid SigLIP loss), DTYPE one
+of bf16, fp16, fp32 (IEEE products) and tf32 (fp32 inputs with
+torch.backends.cuda.matmul.allow_tf32 = True, which gapops' fp32 kernels honour too). A method
+runs the cases of its loss. QUICK: 32768x768xbf16 and 16384x512xtf32 (the tf32 case for gapops
+and naive only: the peers run the bf16 cases), sig:65536x768xbf16 (siglip-kernel's headline
+setting) and sig:32768x768xbf16. --full: N in {4096, 16384, 32768, 65536} x d in {512, 768, 1024}
+x {bf16, tf32}, every method, and the two sigmoid cases.
 
 Methods, each one forward + backward to both feature matrices and the logit scale, all through
 public APIs so that the kernels behind them can be rewritten freely:
@@ -22,6 +25,16 @@ public APIs so that the kernels behind them can be rewritten freely:
   naive_input_dtype     the same math with the logits in the input dtype     (--full)
   open_clip             open_clip.loss.ClipLoss on normalized features (needs open_clip_torch)
   inf_cl                Inf-CL's cal_inf_loss, both directions averaged (needs inf_cl)
+  memeff                memeff's MemoryEfficientCLIPLoss (Triton; needs memeff): its temperature
+                        is a fixed float (0.07), so it computes no logit-scale gradient
+  sigmoid_gapops_triton gapops.sigmoid_loss(backend="triton")       (when gapops has sigmoid_loss)
+  sigmoid_gapops_cuda   gapops.sigmoid_loss(backend="cuda")
+  sigmoid_open_clip     open_clip.loss.SigLipLoss on normalized features, logit scale 10, bias -10
+  sigmoid_siglip_kernel siglip_kernel.fused_siglip_loss (its own dtype router; needs siglip_kernel)
+
+The cuda methods also print and record the cuBLAS-strip model of docs/cuda.md beside the
+measurement: 4 products at the torch.mm rate measured in this process plus 22 bytes per logit
+(fp32 strips, 16-bit H, forward + backward) at the copy bandwidth measured in this process.
 
 Every method runs in its own child process (the GAPOPS_TRITON_BWD switch is set before gapops is
 imported; a crash, a hang or a leak costs only that method), with a time cap of
@@ -31,6 +44,8 @@ timeout), the median step time, the first call's time (compiles, autotuning), TF
 8 N^2 d per step (docs/design.md section 4, whatever the method really computes), the rate of the dense
 product torch.mm([N, d], [d, N]) in the same dtype measured in the same process, the fraction of
 it, and peak memory (torch.cuda.max_memory_allocated over one step: in all, and above the inputs).
+The first call (compiles, autotuning) and one more call run before the timed ones, so no compile
+or tuning work is timed.
 gpu_report.py turns the lines into Markdown.
 """
 from __future__ import annotations
@@ -52,27 +67,65 @@ if importlib.util.find_spec("gapops") is None:  # not installed: the checkout's 
     sys.path.insert(0, ROOT)
 
 LOGIT_SCALE = 14.285714  # 1 / 0.07, CLIP's initial temperature
-QUICK_CASES = ["32768x768xbf16", "16384x512xtf32"]
+SIGMOID_SCALE, SIGMOID_BIAS = 10.0, -10.0  # SigLIP's initial logit scale and bias
+SIGMOID_CASES = ["sig:65536x768xbf16", "sig:32768x768xbf16"]
+QUICK_CASES = ["32768x768xbf16", "16384x512xtf32"] + SIGMOID_CASES
 FULL_CASES = [f"{n}x{d}x{dt}" for dt in ("bf16", "tf32") for d in (512, 768, 1024)
-              for n in (4096, 16384, 32768, 65536)]
-DRY_CASES = ["64x32xbf16", "48x16xtf32"]
+              for n in (4096, 16384, 32768, 65536)] + SIGMOID_CASES
+DRY_CASES = ["64x32xbf16", "48x16xtf32", "sig:64x32xbf16"]
+SIGMOID_METHODS = ["sigmoid_gapops_triton", "sigmoid_gapops_cuda", "sigmoid_open_clip",
+                   "sigmoid_siglip_kernel"]
+# QUICK order: what the table exists for first; torch.compile last (its inductor compile is the
+# slowest start, and the budget may run out before it).
 QUICK_METHODS = ["gapops_triton_fused", "gapops_triton_gstrip", "gapops_cuda", "naive",
-                 "naive_compile", "open_clip", "inf_cl"]
+                 "open_clip", "inf_cl", "memeff"] + SIGMOID_METHODS + ["naive_compile"]
 FULL_METHODS = ["gapops_triton_fused", "gapops_triton_gstrip", "gapops_triton_det", "gapops_cuda",
                 "gapops_cuda_det", "naive", "naive_compile", "naive_input_dtype", "open_clip",
-                "inf_cl"]
+                "inf_cl", "memeff"] + SIGMOID_METHODS
 # GAPOPS_TRITON_BWD of the Triton methods (set in the child's environment before any import)
 TRITON_BWD = {"gapops_triton_fused": "fused", "gapops_triton_gstrip": "gstrip"}
 # third-party methods: the module whose absence makes the method unavailable (checked without
 # starting a child)
-NEEDS_MODULE = {"open_clip": "open_clip", "inf_cl": "inf_cl"}
+NEEDS_MODULE = {"open_clip": "open_clip", "inf_cl": "inf_cl", "memeff": "memeff",
+                "sigmoid_open_clip": "open_clip", "sigmoid_siglip_kernel": "siglip_kernel"}
+# cuBLAS-strip model (docs/cuda.md): bytes through the strips per logit, forward + backward
+STRIP_BYTES_PER_LOGIT = 22
+
+
+def method_loss(method):
+    return "sigmoid" if method.startswith("sigmoid_") else "softmax"
+
+
+def is_cuda(method):
+    """A method of gapops' cuda backend (it needs the compiled extension)."""
+    return "gapops_cuda" in method
+
+
+def is_gapops(method):
+    return method.startswith("gapops_") or method.startswith("sigmoid_gapops_")
 
 
 def parse_case(text):
-    n, d, dt = text.split("x")
+    """'NxDxDTYPE' (softmax) or 'sig:NxDxDTYPE' -> (loss, N, d, dtype)."""
+    loss, body = ("sigmoid", text[4:]) if text.startswith("sig:") else ("softmax", text)
+    n, d, dt = body.split("x")
     if dt not in ("bf16", "fp16", "fp32", "tf32"):
         raise ValueError(f"case {text!r}: dtype must be bf16, fp16, fp32 or tf32")
-    return int(n), int(d), dt
+    return loss, int(n), int(d), dt
+
+
+def cases_for(method, cases, peers_bf16_only):
+    """The cases ``method`` runs: those of its loss; with peers_bf16_only (QUICK), a method that is
+    neither gapops nor the naive form runs the bf16 cases only (the time goes to gapops' rows)."""
+    out = []
+    for c in cases:
+        loss, _, _, dt = parse_case(c)
+        if loss != method_loss(method):
+            continue
+        if peers_bf16_only and dt != "bf16" and not (is_gapops(method) or method == "naive"):
+            continue
+        out.append(c)
+    return out
 
 
 def triton_bwd_switch_known() -> bool:
@@ -108,6 +161,8 @@ def get_method(name, dry_run=False):
     import torch
     import torch.nn.functional as F
 
+    if name.startswith("sigmoid_"):
+        return _sigmoid_method(name)
     if name.startswith("gapops_"):
         import gapops
         backend = "triton" if "triton" in name else "cuda"
@@ -149,6 +204,54 @@ def get_method(name, dry_run=False):
             def fn(x, y, s):
                 a, b = F.normalize(x, dim=1), F.normalize(y, dim=1)
                 return 0.5 * (cal_inf_loss(a, b, scale=s) + cal_inf_loss(b, a, scale=s))
+            return fn, None
+        if name == "memeff":
+            from memeff import MemoryEfficientCLIPLoss
+            loss = MemoryEfficientCLIPLoss(temperature=1.0 / LOGIT_SCALE)  # normalizes itself
+
+            def fn(x, y, s):
+                return loss(x, y)
+            return fn, None
+    except ImportError as e:
+        return None, f"not importable ({e})"
+    raise ValueError(f"unknown method {name!r}")
+
+
+def _sigmoid_method(name):
+    """The sigmoid (SigLIP) methods: fn(x, y, s) with the bias a fresh leaf each call, so that its
+    gradient is computed too (open_clip's SigLipLoss convention: s is the exponentiated scale)."""
+    import torch
+    import torch.nn.functional as F
+
+    def bias(x):
+        return torch.full((), SIGMOID_BIAS, device=x.device, requires_grad=True)
+
+    if name.startswith("sigmoid_gapops_"):
+        import gapops
+        if not hasattr(gapops, "sigmoid_loss"):
+            return None, "this gapops has no sigmoid_loss yet"
+        backend = name.rsplit("_", 1)[1]
+        why = gapops.backends()[backend]
+        if why != "available":
+            return None, why
+
+        def fn(x, y, s):
+            return gapops.sigmoid_loss(x, y, s, bias(x), backend=backend)
+        return fn, None
+    try:
+        if name == "sigmoid_open_clip":
+            from open_clip.loss import SigLipLoss
+            loss = SigLipLoss()
+
+            def fn(x, y, s):
+                return loss(F.normalize(x, dim=1), F.normalize(y, dim=1), s, bias(x))
+            return fn, None
+        if name == "sigmoid_siglip_kernel":
+            from siglip_kernel import fused_siglip_loss
+
+            def fn(x, y, s):  # it takes the log of the scale and normalized features
+                return fused_siglip_loss(F.normalize(x, dim=1), F.normalize(y, dim=1), s.log(),
+                                         bias(x))
             return fn, None
     except ImportError as e:
         return None, f"not importable ({e})"
@@ -210,12 +313,12 @@ class Device:
         return isinstance(e, self.torch.cuda.OutOfMemoryError) or "out of memory" in str(e)
 
 
-def make_inputs(dev, n, d, dtype, seed=0):
+def make_inputs(dev, n, d, dtype, seed=0, scale=LOGIT_SCALE):
     torch = dev.torch
     g = torch.Generator(device=dev.type).manual_seed(seed)
     x = torch.randn(n, d, device=dev.type, dtype=torch.float32, generator=g)
     y = 0.5 * x + torch.randn(n, d, device=dev.type, dtype=torch.float32, generator=g)
-    s = torch.tensor(LOGIT_SCALE, device=dev.type, dtype=torch.float32)
+    s = torch.tensor(scale, device=dev.type, dtype=torch.float32)
     return x.to(dtype).requires_grad_(), y.to(dtype).requires_grad_(), s.requires_grad_()
 
 
@@ -252,19 +355,53 @@ def dense_mm_tflops(dev, n, d, dtype_name, reps=5):
     return _mm_cache[key]
 
 
-def measure(dev, fn, n, d, dtype_name, time_per_case=2.0, max_reps=20):
-    """One case: a dict with status and, when it ran, times, rates and memory."""
+_bw_cache = []
+
+
+def copy_bandwidth_gbs(dev, nbytes=2**30, reps=5):
+    """Measured device-memory bandwidth (GB/s) of one big copy, read + write counted."""
+    if not _bw_cache:
+        torch = dev.torch
+        dev.free()
+        try:
+            src = torch.empty(nbytes // 4, device=dev.type, dtype=torch.float32).fill_(1.0)
+            dst = torch.empty_like(src)
+            dev.time_once(lambda: dst.copy_(src))
+            t = statistics.median(dev.time_once(lambda: dst.copy_(src)) for _ in range(reps))
+            _bw_cache.append(2.0 * src.numel() * 4 / t / 1e9)
+            del src, dst
+        except Exception as e:  # noqa: BLE001
+            print(f"  copy bandwidth: {type(e).__name__}: {str(e)[:120]}", flush=True)
+            _bw_cache.append(None)
+        dev.free()
+    return _bw_cache[0]
+
+
+def strip_model(n, d, mm_tflops, bw_gbs):
+    """The cuBLAS-strip model of docs/cuda.md: (seconds, fraction of the torch.mm rate)."""
+    t = 4 * 2.0 * n * n * d / (mm_tflops * 1e12) + STRIP_BYTES_PER_LOGIT * n * n / (bw_gbs * 1e9)
+    return t, 8.0 * n * n * d / t / (mm_tflops * 1e12)
+
+
+def measure(dev, fn, n, d, dtype_name, time_per_case=2.0, max_reps=20, scale=LOGIT_SCALE,
+            model=False):
+    """One case: a dict with status and, when it ran, times, rates and memory; with model, the
+    cuBLAS-strip model's time from the torch.mm rate and the copy bandwidth of this process."""
     set_tf32(dtype_name)
     rec = {"flops": 8.0 * n * n * d, "mm_tflops": dense_mm_tflops(dev, n, d, dtype_name)}
+    if model and rec["mm_tflops"] and copy_bandwidth_gbs(dev):
+        rec["copy_gbs"] = copy_bandwidth_gbs(dev)
+        t, frac = strip_model(n, d, rec["mm_tflops"], rec["copy_gbs"])
+        rec.update(model_ms=t * 1e3, model_frac_of_mm=frac)
     dev.free()
     x = y = s = None
     try:
-        x, y, s = make_inputs(dev, n, d, torch_dtype(dtype_name))
+        x, y, s = make_inputs(dev, n, d, torch_dtype(dtype_name), scale=scale)
         dev.sync()
         base = dev.allocated()
         rec["first_call_s"] = dev.time_once(lambda: step(fn, x, y, s))  # compiles, tunes
         dev.reset_peak()
-        warm = dev.time_once(lambda: step(fn, x, y, s))
+        warm = dev.time_once(lambda: step(fn, x, y, s))  # not timed below: the timed calls follow
         peak = dev.peak()
         if peak is not None:
             rec["peak_bytes"], rec["extra_bytes"] = peak, peak - base
@@ -290,18 +427,29 @@ def child_main(args):
     common = {"kind": "bench", "method": args.child, "device": dev.name}
     if args.child in TRITON_BWD:
         common["triton_bwd"] = os.environ.get("GAPOPS_TRITON_BWD")
-    for case in args.cases:
-        n, d, dt = parse_case(case)
-        row = {**common, "N": n, "d": d, "dtype": dt}
+    if args.concurrent:
+        common["concurrent"] = args.concurrent
+    model = args.child.endswith("gapops_cuda")
+    for case in cases_for(args.child, args.cases, args.peers_bf16_only):
+        loss, n, d, dt = parse_case(case)
+        row = {**common, "loss": loss, "N": n, "d": d, "dtype": dt}
         if fn is None:
             emit(args.jsonl, {**row, "status": f"unavailable: {why}"})
             continue
         emit(args.jsonl, {**row, "status": "started"})
         if args.sleep_method and args.sleep_method == f"{args.child}:{case}":
             time.sleep(3600)  # test hook: a case that never ends (the caps must stop it)
-        rec = measure(dev, fn, n, d, dt, time_per_case=args.time_per_case)
+        rec = measure(dev, fn, n, d, dt, time_per_case=args.time_per_case, max_reps=args.max_reps,
+                      scale=SIGMOID_SCALE if loss == "sigmoid" else LOGIT_SCALE, model=model)
         emit(args.jsonl, {**row, **rec})
         print(f"  {args.child:22s} {case:18s} {fmt_row(rec)}", flush=True)
+        if model and rec.get("model_ms"):
+            print(f"  cuBLAS-strip model vs measured ({args.child}, {case}): model "
+                  f"{rec['model_ms']:.2f} ms = {100 * rec['model_frac_of_mm']:.0f}% of torch.mm "
+                  f"({rec['mm_tflops']:.0f} TFLOP/s, copy {rec['copy_gbs']:.0f} GB/s, "
+                  f"{STRIP_BYTES_PER_LOGIT} B/logit); measured "
+                  + (f"{rec['ms']:.2f} ms = {100 * rec.get('frac_of_mm', 0):.0f}%"
+                     if rec.get("status") == "ok" else rec.get("status", "?")), flush=True)
     return 0
 
 
@@ -359,11 +507,11 @@ def run_child(cmd, env, cap):
 
 
 def not_run(args, method, status):
-    """Records, for every case, why ``method`` did not run, and prints it once."""
-    for case in args.cases:
-        n, d, dt = parse_case(case)
-        emit(args.jsonl, {"kind": "bench", "method": method, "N": n, "d": d, "dtype": dt,
-                          "status": status})
+    """Records, for every case of ``method``, why it did not run, and prints it once."""
+    for case in cases_for(method, args.cases, args.peers_bf16_only):
+        loss, n, d, dt = parse_case(case)
+        emit(args.jsonl, {"kind": "bench", "method": method, "loss": loss, "N": n, "d": d,
+                          "dtype": dt, "status": status})
     print(f"  {method:22s} {status}", flush=True)
 
 
@@ -383,12 +531,15 @@ def parent_main(args):
         if mod and importlib.util.find_spec(mod) is None:
             not_run(args, m, f"unavailable: {mod} is not installed")
             continue
-        if m.startswith("gapops_cuda") and args.dry_run:
-            not_run(args, m, "skipped: dry run (the cuda backend needs a GPU)")
-            continue
+        if not cases_for(m, args.cases, args.peers_bf16_only):
+            continue  # no case of its loss in this run
+        if is_cuda(m):
+            if args.dry_run:
+                not_run(args, m, "skipped: dry run (the cuda backend needs a GPU)")
+                continue
         left = deadline - time.monotonic()
-        cap = min(args.method_cap, left)
-        if cap < 5:
+        cap = min(args.method_caps.get(m, args.method_cap), left)
+        if left < 5:
             not_run(args, m, "skipped: benchmark budget spent")
             continue
         env = dict(os.environ)
@@ -397,9 +548,14 @@ def parent_main(args):
             if not known:
                 base["note"] = "GAPOPS_TRITON_BWD not read by this gapops"
         cmd = [sys.executable, os.path.abspath(__file__), "--child", m, "--jsonl", args.jsonl,
-               "--cases", ",".join(args.cases), "--time-per-case", str(args.time_per_case)]
+               "--cases", ",".join(args.cases), "--time-per-case", str(args.time_per_case),
+               "--max-reps", str(args.max_reps)]
         if args.dry_run:
             cmd.append("--dry-run")
+        if args.peers_bf16_only:
+            cmd.append("--peers-bf16-only")
+        if args.concurrent:
+            cmd += ["--concurrent", args.concurrent]
         if args.sleep_method:
             cmd += ["--sleep-method", args.sleep_method]
         rc, secs = run_child(cmd, env, cap)
@@ -407,14 +563,16 @@ def parent_main(args):
         done = {}
         for rec in read_jsonl(args.jsonl):
             if rec.get("kind") == "bench" and rec.get("method") == m:
-                done[(rec["N"], rec["d"], rec["dtype"])] = rec.get("status")
-        for case in args.cases:
-            n, d, dt = parse_case(case)
-            st = done.get((n, d, dt))
+                done[(rec.get("loss", "softmax"), rec["N"], rec["d"], rec["dtype"])] = \
+                    rec.get("status")
+        for case in cases_for(m, args.cases, args.peers_bf16_only):
+            loss, n, d, dt = parse_case(case)
+            st = done.get((loss, n, d, dt))
             if st is None or st == "started":
                 why = (f"timeout: method killed at its {cap:.0f} s cap" if rc == "timeout"
                        else f"error: child exited with {rc}")
-                emit(args.jsonl, {**base, "N": n, "d": d, "dtype": dt, "status": why})
+                emit(args.jsonl, {**base, "loss": loss, "N": n, "d": d, "dtype": dt,
+                                  "status": why})
         if rc not in (0,):
             rc_all = 1
         print(f"  {m:22s} done in {secs:.1f} s (exit {rc})", flush=True)
@@ -450,8 +608,21 @@ def main(argv=None):
     p.add_argument("--method-cap", type=float,
                    default=float(os.environ.get("GAPOPS_BENCH_METHOD_CAP", 75)),
                    help="seconds per method (its child is killed at the cap)")
-    p.add_argument("--time-per-case", type=float, default=2.0,
-                   help="seconds of timed repetitions per case (3 to 20 repetitions)")
+    p.add_argument("--method-caps", default=os.environ.get("GAPOPS_BENCH_METHOD_CAPS", ""),
+                   help="per-method caps overriding --method-cap: 'METHOD=SECONDS,...' "
+                        "(env GAPOPS_BENCH_METHOD_CAPS)")
+    p.add_argument("--time-per-case", type=float, default=None,
+                   help="seconds of timed repetitions per case (QUICK 1, --full 2)")
+    p.add_argument("--max-reps", type=int, default=None, help="timed repetitions at most "
+                   "(QUICK 10, --full 20; at least 3)")
+    p.add_argument("--peers-bf16-only", action="store_true", default=None,
+                   help="methods other than gapops and naive run the bf16 cases only "
+                        "(the QUICK default)")
+    p.add_argument("--group", choices=("all", "cuda", "nocuda"), default="all",
+                   help="only the cuda-backend methods, or all but them (gpu_check.sh times the "
+                        "others while the extension builds)")
+    p.add_argument("--concurrent", default=os.environ.get("GAPOPS_BENCH_CONCURRENT"),
+                   help="what else ran on the machine meanwhile (recorded in each row)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--sleep-method", default=os.environ.get("GAPOPS_BENCH_TEST_HANG"),
                    help=argparse.SUPPRESS)  # test hook: METHOD:CASE hangs forever
@@ -464,6 +635,16 @@ def main(argv=None):
         parse_case(c)
     args.methods = (args.methods.split(",") if args.methods
                     else (FULL_METHODS if args.full else QUICK_METHODS))
+    args.method_caps = {k: float(v) for k, v in
+                        (item.split("=") for item in args.method_caps.split(",") if item)}
+    if args.group != "all":
+        args.methods = [m for m in args.methods if is_cuda(m) == (args.group == "cuda")]
+    if args.time_per_case is None:
+        args.time_per_case = 2.0 if args.full else 1.0
+    if args.max_reps is None:
+        args.max_reps = 20 if args.full else 10
+    if args.peers_bf16_only is None:
+        args.peers_bf16_only = not args.full
     if args.child:
         return child_main(args)
     return parent_main(args)

@@ -29,20 +29,20 @@ def _reset_peak() -> bool:
 
 
 def main(name: str, n: int, d: int) -> None:
-    from cpu_cases import contestants, make_inputs
-    step = contestants()[name]
+    from cpu_cases import case
+    step, make_inputs = case(name)
     if step is None:
         print("nan")
         return
     step(*make_inputs(64, d))
-    x, y, s = make_inputs(n, d)
+    inputs = make_inputs(n, d)
     if _reset_peak():
         base = _status_mib("VmRSS")
-        step(x, y, s)
+        step(*inputs)
         print(f"{_status_mib('VmHWM') - base:.1f}")
     else:
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-        step(x, y, s)
+        step(*inputs)
         print(f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0 - base:.1f}")
 
 

@@ -1,8 +1,9 @@
 """Turns bench_cpu.py's pytest-benchmark JSON into the CPU table of benchmarks/RESULTS.md.
 
     python benchmarks/cpu_report.py benchmarks/cpu.json [--big]
-Adds peak extra memory (each case in a subprocess) for gapops_cpu and naive, and with --big the
-N=65536, d=256 gapops run that the naive form cannot afford.
+One table per loss found in the JSON (softmax, sigmoid). Adds peak extra memory (each case in a
+subprocess) for gapops and naive (softmax) or gapops and open_clip's SigLipLoss (sigmoid), and
+with --big the N=65536, d=256 gapops run that the naive form cannot afford.
 """
 import datetime
 import json
@@ -36,6 +37,33 @@ def peak_mib(name, n, d):
     return float(out[-1])
 
 
+def _table(times, methods, peaks, peer_names):
+    """Markdown rows: times (ms) of methods[0] (gapops) and its peers, the ratios gapops / peer,
+    the peak extra memory of the methods in peaks (each in a subprocess)."""
+    sizes = sorted({(n, d) for n, d, m in times if m == methods[0]})
+    head = ["N", "d"] + [f"{peer_names[m]} ms" for m in methods]
+    head += [f"vs {peer_names[m]}" for m in methods[1:]] + [f"peak {peer_names[m]} MiB" for m in peaks]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for n, d in sizes:
+        t = {m: times.get((n, d, m)) for m in methods}
+        g = t[methods[0]]
+        cells = [str(n), str(d)] + [f"{1e3 * t[m]:.1f}" if t[m] else "n/a" for m in methods]
+        cells += [f"{g / t[m]:.2f}" if t[m] else "n/a" for m in methods[1:]]
+        cells += [f"{peak_mib(m, n, d):.0f}" for m in peaks]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+SOFTMAX = ["gapops_cpu", "naive", "torch_compile_naive", "open_clip", "floor_4_mm"]
+SIGMOID = ["gapops_sigmoid_cpu", "sigmoid_naive", "sigmoid_torch_compile_naive",
+           "sigmoid_open_clip", "sigmoid_open_clip_chunked", "sigmoid_floor_3_mm"]
+SHORT = {"gapops_cpu": "gapops", "naive": "naive", "torch_compile_naive": "compile",
+         "open_clip": "open_clip", "floor_4_mm": "floor", "gapops_sigmoid_cpu": "gapops",
+         "sigmoid_naive": "naive", "sigmoid_torch_compile_naive": "compile",
+         "sigmoid_open_clip": "open_clip", "sigmoid_open_clip_chunked": "open_clip chunked",
+         "sigmoid_floor_3_mm": "floor"}
+
+
 def main(path, big=False):
     with open(path) as f:
         data = json.load(f)
@@ -43,26 +71,21 @@ def main(path, big=False):
     for b in data["benchmarks"]:
         info = b["extra_info"]
         times[(info["n"], info["d"], info["method"])] = b["stats"]["median"]
-    sizes = sorted({(n, d) for n, d, _ in times})
-    lines = [f"## CPU: fused `cpu` backend vs peers (fp32, forward+backward)", "",
-             f"Measured {datetime.date.today()} on {machine()}; median of pytest-benchmark rounds, "
-             "each case side by side in one run (`pytest benchmarks/bench_cpu.py`). "
-             "Floor = the four N×N×d products alone (torch.mm). Peak = the extra resident memory of "
-             "one step in a fresh process (peak RSS reset before the step, `cpu_peak_memory.py`).", "",
-             "| N | d | gapops ms | naive ms | compile ms | floor ms | vs naive | vs compile | vs open_clip | vs floor | peak gapops MiB | peak naive MiB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for n, d in sizes:
-        t = {m: times.get((n, d, m)) for m in ("gapops_cpu", "naive", "torch_compile_naive", "open_clip", "floor_4_mm")}
-        g = t["gapops_cpu"]
-        ratio = lambda m: f"{g / t[m]:.2f}" if t[m] else "n/a"  # noqa: E731
-        ms = lambda m: f"{1e3 * t[m]:.1f}" if t[m] else "n/a"  # noqa: E731
-        pg, pn = peak_mib("gapops_cpu", n, d), peak_mib("naive", n, d)
-        lines.append(f"| {n} | {d} | {ms('gapops_cpu')} | {ms('naive')} | {ms('torch_compile_naive')} | "
-                     f"{ms('floor_4_mm')} | {ratio('naive')} | {ratio('torch_compile_naive')} | "
-                     f"{ratio('open_clip')} | {ratio('floor_4_mm')} | {pg:.0f} | {pn:.0f} |")
-    lines.append("")
-    lines.append("Ratios are gapops time / peer time: below 1 means gapops is faster. "
-                 "open_clip is `n/a` when it is not installed.")
+    lines = [f"Measured {datetime.date.today()} on {machine()}, load average "
+             f"{', '.join(f'{v:.1f}' for v in os.getloadavg())} when the report ran; median of "
+             "pytest-benchmark rounds, each case side by side in one run "
+             "(`pytest benchmarks/bench_cpu.py`). Peak = the extra resident memory of one step in "
+             "a fresh process (peak RSS reset before the step, `cpu_peak_memory.py`). Ratios are "
+             "gapops time / peer time: below 1 means gapops is faster; `n/a`: not installed "
+             "(open_clip chunked: an open_clip without `chunk_size`).", ""]
+    if any(m == SOFTMAX[0] for _, _, m in times):
+        lines += ["## CPU: fused `cpu` backend vs peers, softmax (CLIP) loss (fp32, forward+backward)",
+                  "", "Floor = the four N×N×d products alone (torch.mm).", ""]
+        lines += _table(times, SOFTMAX, ["gapops_cpu", "naive"], SHORT) + [""]
+    if any(m == SIGMOID[0] for _, _, m in times):
+        lines += ["## CPU: fused `cpu` backend vs peers, sigmoid (SigLIP) loss (fp32, forward+backward)",
+                  "", "s = 10, b = -10; floor = the three N×N×d products alone (torch.mm).", ""]
+        lines += _table(times, SIGMOID, ["gapops_sigmoid_cpu", "sigmoid_open_clip"], SHORT) + [""]
     if big:
         import time
         t0 = time.perf_counter()

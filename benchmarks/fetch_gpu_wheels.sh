@@ -13,13 +13,18 @@
 #                    torchvision, huggingface_hub, safetensors are on the GPU machines already)
 #   ftfy, wcwidth    open_clip's tokenizer imports them at `import open_clip`
 #   inf_cl           Inf-CL's cal_inf_loss (needs triton and numpy: present there)
+#   memeff           memeff's MemoryEfficientCLIPLoss, a newer Triton CLIP loss (needs torch only;
+#                    pure-Python wheel memeff-0.3.1-py3-none-any.whl on PyPI)
+#   siglip-kernel    siglip_kernel.fused_siglip_loss for the sigmoid rows (needs torch, triton;
+#                    pure-Python wheel siglip_kernel-0.1.2-py3-none-any.whl on PyPI)
 #   setuptools       >= 77 reads pyproject's SPDX license string (the build falls back to a
 #                    patched copy of pyproject.toml when the machine's setuptools is older)
-# About 2.5 MB in all (the device machine carries at most 64 MiB with the working tree).
+# About 2.6 MB in all (the device machine carries at most 64 MiB with the working tree).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEST=${GAPOPS_WHEEL_DIR:-.whl}
-PKGS=(${GAPOPS_GPU_WHEELS:-open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4 inf_cl==1.2.1 setuptools==80.9.0})
+PKGS=(${GAPOPS_GPU_WHEELS:-open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4 inf_cl==1.2.1 memeff==0.3.1
+       siglip-kernel==0.1.2 setuptools==80.9.0})
 PLATFORMS=(manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64
            manylinux1_x86_64)
 mkdir -p "$DEST"

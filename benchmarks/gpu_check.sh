@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole GPU check in one command, sized for a 15-minute lease (one command <= 10 minutes,
-# machine start included): <= 8 minutes wall in the default QUICK mode. Every step has its own
+# machine start included): <= 6 minutes of command time in the default QUICK mode (its budget,
+# 360 s, is a deadline every step obeys), so a rerun fits the same lease. Every step has its own
 # time cap, and all steps share one deadline, so a slow step costs only itself and the report
 # (Markdown + JSON, rebuilt after every step) always comes back. See docs/gpu_check.md.
 #
@@ -13,18 +14,21 @@
 #   env             device, driver, versions                           -> env.json
 #   wheels          installs .whl/*.whl (benchmarks/fetch_gpu_wheels.sh) with no network
 #   build           the extension for THIS GPU's arch only, in the background, while...
-#   correct_triton  ...Triton (both backward shapes, deterministic too) vs float64
+#   correct_triton  ...Triton (both backward shapes, deterministic too) vs float64, and
+#   bench           ...the forward+backward table of every method but the cuda backend's
+#                   (bench_gpu.py, one child process per method; the GPU is theirs alone)
 #   build_wait      waits for the build (at most its cap)
 #   correct_cuda    the cuda backend vs float64
-#   memcheck        compute-sanitizer memcheck, one small case per kernel (gpu_sanitize.sh)
+#   bench_cuda      the cuda backend's rows of the table, with the cuBLAS-strip model beside them
+#   memcheck        compute-sanitizer memcheck on the smallest cases (gpu_sanitize.sh; QUICK:
+#                   bf16 only, the runs in parallel; --full: every dtype and sanitizer tool)
 #   tests           (--full only) the pytest suite on the GPU
-#   bench           the forward+backward table (bench_gpu.py), one child process per method
 #   max_n           the largest N per method, stopping at its time cap (max_batch.py)
 # Outputs: $OUT (the device machine sets it) or benchmarks/out/: gpu_check.md, gpu_check.json,
 # gpu_check.log. Intermediate files: $GAPOPS_GPU_CHECK_WORK (default: a fresh /tmp folder).
 #
-# Environment: GAPOPS_GPU_CHECK_BUDGET (seconds for everything; QUICK 440, --full 2400, dry run
-# 300), GAPOPS_CAP_<STEP> (one step's cap, e.g. GAPOPS_CAP_BENCH=120), GAPOPS_GPU_CHECK_STEPS
+# Environment: GAPOPS_GPU_CHECK_BUDGET (seconds for everything; QUICK 360, --full 2400, dry run
+# 420), GAPOPS_CAP_<STEP> (one step's cap, e.g. GAPOPS_CAP_BENCH=120), GAPOPS_GPU_CHECK_STEPS
 # (comma list: run only these steps), GAPOPS_GPU_CHECK_DRY_BUILD=1 (a dry run compiles the CPU
 # extension for real), MAX_JOBS (build parallelism, default: all cores), PYTHON (default python3),
 # GAPOPS_GPU_CHECK_TEST_HANG=<step> (for tests: that step hangs until its cap).
@@ -58,24 +62,26 @@ TEE_PID=$!
 # on exit, let tee write out the last lines before the command returns (the caller reads them)
 trap 'exec 1>&- 2>&-; wait "$TEE_PID" 2>/dev/null || sleep 1' EXIT
 
-if [ "$DRY" = 1 ]; then DEFAULT_BUDGET=300; elif [ "$MODE" = full ]; then DEFAULT_BUDGET=2400; else DEFAULT_BUDGET=440; fi
+if [ "$DRY" = 1 ]; then DEFAULT_BUDGET=420; elif [ "$MODE" = full ]; then DEFAULT_BUDGET=2400; else DEFAULT_BUDGET=360; fi
 BUDGET=${GAPOPS_GPU_CHECK_BUDGET:-$DEFAULT_BUDGET}
 
 # --- clock (milliseconds), budget and caps -------------------------------------------------
 now_ms() { if [ -n "${EPOCHREALTIME:-}" ]; then local t=${EPOCHREALTIME/./}; echo $((10#$t / 1000)); else date +%s%3N; fi; }
 T0=$(now_ms)
 DEADLINE=$((T0 + BUDGET * 1000))
-STEP_ORDER=(env wheels build correct_triton build_wait correct_cuda memcheck tests bench max_n report)
-# default caps (s) per mode
-declare -A CAP_QUICK=([env]=30 [wheels]=30 [build]=240 [correct_triton]=150 [correct_cuda]=60
-                      [memcheck]=90 [tests]=0 [bench]=200 [max_n]=75)
-declare -A CAP_FULL=([env]=30 [wheels]=30 [build]=420 [correct_triton]=300 [correct_cuda]=120
-                     [memcheck]=420 [tests]=600 [bench]=1200 [max_n]=300)
-declare -A CAP_DRY=([env]=30 [wheels]=30 [build]=240 [correct_triton]=90 [correct_cuda]=30
-                    [memcheck]=60 [tests]=0 [bench]=90 [max_n]=45)
+STEP_ORDER=(env wheels build correct_triton bench build_wait correct_cuda bench_cuda memcheck tests
+            max_n report)
+# default caps (s) per mode; QUICK's budget, step by step, is in docs/gpu_check.md
+declare -A CAP_QUICK=([env]=30 [wheels]=20 [build]=210 [correct_triton]=90 [bench]=150
+                      [correct_cuda]=40 [bench_cuda]=30 [memcheck]=40 [tests]=0 [max_n]=30)
+declare -A CAP_FULL=([env]=30 [wheels]=30 [build]=420 [correct_triton]=300 [bench]=1100
+                     [correct_cuda]=120 [bench_cuda]=300 [memcheck]=420 [tests]=600 [max_n]=300)
+declare -A CAP_DRY=([env]=30 [wheels]=30 [build]=240 [correct_triton]=90 [bench]=200
+                    [correct_cuda]=30 [bench_cuda]=30 [memcheck]=60 [tests]=0 [max_n]=45)
 # time kept back for the steps after a step (a step that overruns cannot starve the later ones)
-declare -A RESERVE=([env]=0 [wheels]=0 [build]=0 [correct_triton]=30 [build_wait]=0
-                    [correct_cuda]=15 [memcheck]=25 [tests]=0 [bench]=60 [max_n]=20 [report]=10)
+declare -A RESERVE=([env]=0 [wheels]=0 [build]=0 [correct_triton]=30 [bench]=60 [build_wait]=0
+                    [correct_cuda]=20 [bench_cuda]=20 [memcheck]=20 [tests]=0 [max_n]=15
+                    [report]=5)
 if [ "$MODE" = full ]; then RESERVE[tests]=60; fi
 
 selected() { [ -z "${GAPOPS_GPU_CHECK_STEPS:-}" ] || [[ ",${GAPOPS_GPU_CHECK_STEPS}," == *",$1,"* ]]; }
@@ -170,7 +176,7 @@ for mod in ("triton", "numpy", "setuptools", "pytest"):
         out[mod] = __import__(mod).__version__
     except Exception as e:  # noqa: BLE001
         out[mod] = f"absent ({type(e).__name__})"
-for mod in ("open_clip", "inf_cl"):
+for mod in ("open_clip", "inf_cl", "memeff", "siglip_kernel"):
     out[mod] = "present" if importlib.util.find_spec(mod) else "absent"
 nvcc = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if os.path.exists("/usr/local/cuda/bin/nvcc") else None)
 out["nvcc"] = run([nvcc, "--version"]).splitlines()[-1] if nvcc else "absent"
@@ -206,7 +212,7 @@ if ls "$ROOT"/.whl/*.whl >/dev/null 2>&1; then
   run_step wheels "install $(ls "$ROOT"/.whl/*.whl | wc -l) wheels from .whl/ (no network)" -- wheels_step \
     && export PYTHONPATH="$ROOT:$WORK/site${PYTHONPATH#$ROOT}"
 else
-  skip_step wheels "no .whl/ folder (bash benchmarks/fetch_gpu_wheels.sh brings open_clip, Inf-CL, setuptools)"
+  skip_step wheels "no .whl/ folder (bash benchmarks/fetch_gpu_wheels.sh brings open_clip, Inf-CL, memeff, siglip-kernel, setuptools)"
 fi
 
 # --- build (background) -------------------------------------------------------------------
@@ -244,35 +250,56 @@ ARCH=$("$PY" -c 'import json,sys; c=json.load(open(sys.argv[1])).get("capability
 export ARCH DRY WORK ROOT PY
 BUILD_PID=""
 if selected build; then
-  BUILD_CAP=$(cap_for build "$(default_cap build)")
+  # the build runs beside correct_triton and bench: it need only leave the time of the steps after
+  # build_wait (the cuda steps need it; the others do not wait for it)
+  BUILD_CAP=$(cap_for build_wait "$(default_cap build)")
   echo "== [build] the extension for sm_${ARCH:-none} in the background (cap ${BUILD_CAP} s), log in the report's work folder"
   BUILD_T0=$(now_ms)
   ( timeout -k 5 "$BUILD_CAP" bash -c build_cmd > "$WORK/build.log" 2>&1 &
-    echo $! > "$WORK/build.tpid"; wait $!; echo $? > "$WORK/build.rc" ) &
+    echo $! > "$WORK/build.tpid"; wait $!; rc=$?; secs_since "$BUILD_T0" > "$WORK/build.secs"
+    echo $rc > "$WORK/build.rc" ) &
   BUILD_PID=$!
 else
   record build "not selected" 0 0 ""
 fi
 
 # --- Triton correctness (while the build runs) --------------------------------------------
-if [ "$DRY" = 1 ]; then CORR_FLAGS=(--dry-run); else CORR_FLAGS=(); fi
+if [ "$DRY" = 1 ]; then CORR_FLAGS=(--dry-run); elif [ "$MODE" = quick ]; then CORR_FLAGS=(--quick); else CORR_FLAGS=(); fi
 run_step correct_triton "Triton (GAPOPS_TRITON_BWD=fused and gstrip, deterministic) vs float64" -- \
   "$PY" benchmarks/gpu_correctness.py "${CORR_FLAGS[@]}" --variants triton:fused,triton:gstrip \
   --jsonl "$WORK/correctness.jsonl"
+
+# --- benchmark, all but the cuda backend (while the build may still run) -------------------
+BENCH_FLAGS=()
+[ "$DRY" = 1 ] && BENCH_FLAGS+=(--dry-run)
+if [ "$MODE" = full ]; then BENCH_FLAGS+=(--full --method-cap 300); elif [ "$DRY" = 0 ]; then
+  BENCH_FLAGS+=(--method-cap "${GAPOPS_BENCH_METHOD_CAP:-40}"); fi
+# the dry run has no cuda step: its bench records the cuda rows as skipped
+[ "$DRY" = 1 ] && BENCH_GROUP=all || BENCH_GROUP=nocuda
+unset GAPOPS_BENCH_CONCURRENT
+if [ -n "$BUILD_PID" ] && [ ! -f "$WORK/build.rc" ]; then
+  export GAPOPS_BENCH_CONCURRENT="the extension's build (nvcc on the CPU cores)"
+fi
+BCAP=$(cap_for bench "$(default_cap bench)")
+run_step bench "forward+backward table, all methods but the cuda backend's (bench_gpu.py)" -- \
+  "$PY" benchmarks/bench_gpu.py "${BENCH_FLAGS[@]}" --group "$BENCH_GROUP" \
+  --budget "$(( BCAP > 10 ? BCAP - 5 : BCAP ))" --jsonl "$WORK/bench.jsonl"
+unset GAPOPS_BENCH_CONCURRENT
 
 # --- wait for the build -------------------------------------------------------------------
 CUDA_OK=0
 if [ -n "$BUILD_PID" ]; then
   WAIT_CAP=$(cap_for build_wait "$(( BUILD_CAP - ($(now_ms) - BUILD_T0) / 1000 + 10 ))")
   echo "== [build_wait] waiting at most ${WAIT_CAP} s for the build"
+  WAIT_T0=$(now_ms)
   t=0
   while [ ! -f "$WORK/build.rc" ] && (( t < WAIT_CAP * 2 )); do sleep 0.5; t=$((t + 1)); done
   if [ -f "$WORK/build.rc" ]; then rc=$(cat "$WORK/build.rc"); else
     rc=124; kill -TERM "$(cat "$WORK/build.tpid")" 2>/dev/null; echo "build: abandoned (deadline)"; fi
   wait "$BUILD_PID" 2>/dev/null
   tail -n 15 "$WORK/build.log" | sed 's/^/  build| /'
-  BSECS=$(secs_since "$BUILD_T0")
-  echo "== [build] $(status_of "$rc") in ${BSECS} s (from its start, in the background)"
+  BSECS=$(cat "$WORK/build.secs" 2>/dev/null || secs_since "$BUILD_T0")
+  echo "== [build] $(status_of "$rc") in ${BSECS} s (in the background; waited $(secs_since "$WAIT_T0") s for it)"
   record build "$(status_of "$rc")" "$BSECS" "$BUILD_CAP" "sm_${ARCH:-cpu}, MAX_JOBS=${MAX_JOBS:-$(nproc)}"
   [ "$rc" = 0 ] && CUDA_OK=1
   "$PY" -c 'import gapops, json; print("  backends:", json.dumps(gapops.backends())); print("  build:", gapops.build_info())' || true
@@ -286,34 +313,41 @@ elif [ "$CUDA_OK" != 1 ]; then
   skip_step correct_cuda "the extension did not build"
 else
   run_step correct_cuda "the cuda backend (deterministic too) vs float64" -- \
-    "$PY" benchmarks/gpu_correctness.py --variants cuda --jsonl "$WORK/correctness.jsonl"
+    "$PY" benchmarks/gpu_correctness.py "${CORR_FLAGS[@]}" --variants cuda --jsonl "$WORK/correctness.jsonl"
+fi
+
+# --- the cuda backend's benchmark rows -----------------------------------------------------
+if [ "$DRY" = 1 ]; then
+  skip_step bench_cuda "dry run: the cuda backend needs a GPU (the bench step recorded its rows)"
+elif [ "$CUDA_OK" != 1 ]; then
+  skip_step bench_cuda "the extension did not build"
+else
+  BCCAP=$(cap_for bench_cuda "$(default_cap bench_cuda)")
+  run_step bench_cuda "the cuda backend's rows, cuBLAS-strip model beside them (bench_gpu.py)" -- \
+    "$PY" benchmarks/bench_gpu.py "${BENCH_FLAGS[@]}" --group cuda \
+    --budget "$(( BCCAP > 10 ? BCCAP - 3 : BCCAP ))" --jsonl "$WORK/bench.jsonl"
 fi
 
 # --- compute-sanitizer --------------------------------------------------------------------
-if [ "$MODE" = full ]; then TOOLS_RUN="memcheck racecheck synccheck initcheck"; else TOOLS_RUN=memcheck; fi
+# QUICK: memcheck on the bf16 cases only (N = 1 and 70, d = 8 and 33: every kernel on tails),
+# the runs in parallel; --full: every dtype, every tool, one run after another.
+if [ "$MODE" = full ]; then TOOLS_RUN="memcheck racecheck synccheck initcheck"; SAN_QUICK=0; else
+  TOOLS_RUN=memcheck; SAN_QUICK=1; fi
 if [ "$CUDA_OK" = 1 ] || [ "$DRY" = 1 ]; then RUNS="cuda,triton:fused triton:gstrip"; else RUNS="triton:fused triton:gstrip"; fi
 memcheck_step() {
   set -o pipefail
-  TOOLS="$TOOLS_RUN" SANITIZE_RUNS="$RUNS" GAPOPS_GPU_CHECK_DRYRUN=$DRY \
-    bash benchmarks/gpu_sanitize.sh 2>&1 | tee "$WORK/memcheck.log"
+  TOOLS="$TOOLS_RUN" SANITIZE_RUNS="$RUNS" GAPOPS_GPU_CHECK_DRYRUN=$DRY SANITIZE_QUICK=$SAN_QUICK \
+    SANITIZE_PARALLEL=$SAN_QUICK bash benchmarks/gpu_sanitize.sh 2>&1 | tee "$WORK/memcheck.log"
 }
 export -f memcheck_step
-export TOOLS_RUN RUNS
-run_step memcheck "compute-sanitizer $TOOLS_RUN on one small case per kernel ($RUNS)" -- memcheck_step
+export TOOLS_RUN RUNS SAN_QUICK
+run_step memcheck "compute-sanitizer $TOOLS_RUN on the smallest cases$([ $SAN_QUICK = 1 ] && echo ', bf16') ($RUNS)" -- memcheck_step
 
 # --- the GPU test suite (--full) ----------------------------------------------------------
 if [ "$MODE" = full ] && [ "$DRY" = 0 ]; then
   run_step tests "pytest on the GPU (not slow)" -- "$PY" -m pytest -q -p no:cacheprovider \
     -m "not slow" tests
 fi
-
-# --- benchmark ----------------------------------------------------------------------------
-BENCH_FLAGS=()
-[ "$DRY" = 1 ] && BENCH_FLAGS+=(--dry-run)
-[ "$MODE" = full ] && BENCH_FLAGS+=(--full --method-cap 300)
-BCAP=$(cap_for bench "$(default_cap bench)")
-run_step bench "forward+backward table (bench_gpu.py)" -- "$PY" benchmarks/bench_gpu.py \
-  "${BENCH_FLAGS[@]}" --budget "$(( BCAP > 10 ? BCAP - 5 : BCAP ))" --jsonl "$WORK/bench.jsonl"
 
 # --- largest N ----------------------------------------------------------------------------
 MB_FLAGS=()

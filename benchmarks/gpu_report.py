@@ -11,6 +11,9 @@ rebuilt after every step, so a run cut short still leaves one):
   memcheck.log      gpu_sanitize.sh's output (the ERROR SUMMARY lines are kept)
   bench.jsonl       bench_gpu.py's cases
   max_batch.json    max_batch.py's rows
+From the benchmark rows it also derives the rows of backend='auto''s table (auto_table_rows: per
+loss, dtype and N, gapops' GPU backends fastest first), printed in the report and kept in the JSON
+under "auto_table" for benchmarks/update_auto_table.py to copy into gapops/_auto_table.py.
 Imports no torch: it runs in a fraction of a second.
 """
 from __future__ import annotations
@@ -19,6 +22,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import sys
 from collections import OrderedDict
 
@@ -111,9 +115,11 @@ def correctness_section(rows):
 def memcheck_section(text):
     if not text:
         return []
-    keep = [ln.strip() for ln in text.splitlines()
-            if ln.startswith("===") or "ERROR SUMMARY" in ln or ln.startswith("!!!")
-            or "sanitize_cases.py:" in ln or "skipped" in ln or "unavailable" in ln]
+    def wanted(ln):
+        ln = re.sub(r"^\[[^\]]*\] ", "", ln)  # the '[run] ' prefix of parallel runs
+        return (ln.startswith("===") or "ERROR SUMMARY" in ln or ln.startswith("!!!")
+                or "sanitize_cases.py:" in ln or "skipped" in ln or "unavailable" in ln)
+    keep = [ln.strip() for ln in text.splitlines() if wanted(ln)]
     return ["```", *keep[-40:], "```", ""] if keep else []
 
 
@@ -122,7 +128,8 @@ def bench_section(rows):
         return []
     final = OrderedDict()
     for r in rows:  # the last line of a (method, case) wins: 'started' is replaced by its result
-        final[(r.get("dtype"), r.get("d"), r.get("N"), r.get("method"))] = r
+        final[(r.get("loss", "softmax"), r.get("dtype"), r.get("d"), r.get("N"),
+               r.get("method"))] = r
     lines = ["Forward + backward of the mean loss (features and logit scale), median of the timed "
              "steps after a first call (compiles, autotuning; its time is shown). TFLOP/s count "
              "8·N²·d per step for every method; 'of mm' divides by torch.mm [N, d] @ [d, N] in the "
@@ -130,15 +137,22 @@ def bench_section(rows):
              "over one step; extra = above the inputs. tf32 = fp32 inputs with TF32 products. "
              "naive = gapops.reference.reference_contrastive_loss (N x N logits in fp32 whatever "
              "the input dtype), naive_compile = torch.compile of it; open_clip = ClipLoss (logits "
-             "in the input dtype).", ""]
+             "in the input dtype); memeff = MemoryEfficientCLIPLoss (fixed temperature: no "
+             "logit-scale gradient). Sigmoid rows: SigLIP's loss, sigmoid_open_clip = SigLipLoss, "
+             "sigmoid_siglip_kernel = siglip_kernel.fused_siglip_loss.", ""]
     if any(r.get("note") for r in rows):
         lines += [f"Note: {n}" for n in sorted({r['note'] for r in rows if r.get('note')})] + [""]
+    if any(r.get("concurrent") for r in rows):
+        lines += ["Rows marked * ran while " + "; ".join(sorted({r["concurrent"] for r in rows
+                                                             if r.get("concurrent")}))
+                  + " (the GPU to themselves, some CPU cores busy).", ""]
     cases = OrderedDict()
-    for (dt, d, n, m), r in final.items():
-        cases.setdefault((dt, d, n), []).append(r)
-    for (dt, d, n), rs in cases.items():
+    for (loss, dt, d, n, m), r in final.items():
+        cases.setdefault((loss, dt, d, n), []).append(r)
+    for (loss, dt, d, n), rs in cases.items():
         mm = next((r["mm_tflops"] for r in rs if r.get("mm_tflops")), None)
-        lines += [f"#### N = {n}, d = {d}, {dt}" + (f" (dense mm: {_rate(mm)} TFLOP/s)" if mm else ""),
+        lines += [f"#### {loss}: N = {n}, d = {d}, {dt}"
+                  + (f" (dense mm: {_rate(mm)} TFLOP/s)" if mm else ""),
                   "", "| method | time (ms) | TFLOP/s | of mm | first call (s) | peak (GiB) | "
                   "extra (GiB) | status |",
                   "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
@@ -148,13 +162,68 @@ def bench_section(rows):
                 st = "did not finish (killed or crashed)"
             if st == "ok":
                 frac = f"{100 * r['frac_of_mm']:.0f}%" if r.get("frac_of_mm") else "-"
-                lines.append(f"| {r['method']} | {r['ms']:.2f} | {_rate(r['tflops'])} | {frac} | "
+                lines.append(f"| {r['method']}{'*' if r.get('concurrent') else ''} | {r['ms']:.2f} | "
+                             f"{_rate(r['tflops'])} | {frac} | "
                              f"{_num(r.get('first_call_s'), '.1f')} | {_gib(r.get('peak_bytes'))} | "
                              f"{_gib(r.get('extra_bytes'))} | ok |")
             else:
                 lines.append(f"| {r['method']} | | | | | | | {st} |")
         lines.append("")
+        lines += model_lines(rs)
     return lines
+
+
+def model_lines(rows):
+    """'cuBLAS-strip model vs measured' for the cuda rows of one case (bench_gpu.strip_model)."""
+    out = []
+    for r in rows:
+        if r.get("model_ms") is None:
+            continue
+        got = (f"{r['ms']:.2f} ms = {100 * r['frac_of_mm']:.0f}% of mm"
+               if r.get("status") == "ok" and r.get("frac_of_mm") else r.get("status", "?"))
+        out.append(f"cuBLAS-strip model vs measured ({r['method']}): model {r['model_ms']:.2f} ms "
+                   f"= {100 * r['model_frac_of_mm']:.0f}% of mm (4 products at "
+                   f"{_rate(r['mm_tflops'])} TFLOP/s + 22 B/logit at {r['copy_gbs']:.0f} GB/s, "
+                   f"both measured in the same process); measured {got}.")
+    return out + [""] if out else []
+
+
+# bench method -> gapops backend, for the auto table (det rows and other shapes are left out)
+AUTO_METHODS = {"gapops_triton_fused": "triton", "gapops_triton_gstrip": "triton",
+                "gapops_cuda": "cuda", "sigmoid_gapops_triton": "triton",
+                "sigmoid_gapops_cuda": "cuda"}
+
+
+def auto_table_rows(rows, device, date):
+    """Rows for gapops/_auto_table.py: per (loss, dtype, N, d) measured, the gapops GPU backends
+    fastest first (a backend's time: its fastest row, e.g. the faster Triton backward shape)."""
+    best = OrderedDict()
+    for r in rows:
+        be = AUTO_METHODS.get(r.get("method"))
+        if be is None or r.get("status") != "ok":
+            continue
+        key = (r.get("loss", "softmax"), r["dtype"], r["N"], r["d"])
+        times = best.setdefault(key, {})
+        times[be] = min(times.get(be, float("inf")), r["ms"])
+    out = []
+    for (loss, dt, n, d), times in best.items():
+        out.append({"loss": loss, "dtype": dt, "n": n, "d": d,
+                    "ranking": sorted(times, key=times.get),
+                    "ms": {k: round(v, 3) for k, v in times.items()},
+                    "device": device, "date": date[:10]})
+    return out
+
+
+def auto_table_section(auto_rows):
+    if not auto_rows:
+        return []
+    lines = ["Rows for backend='auto' (gapops/_auto_table.py; copy them in with "
+             "`python3 benchmarks/update_auto_table.py gpu_check.json`):", "",
+             "| loss | dtype | N | d | fastest first (ms) |", "| --- | --- | ---: | ---: | --- |"]
+    for r in auto_rows:
+        lines.append(f"| {r['loss']} | {r['dtype']} | {r['n']} | {r['d']} | "
+                     + ", ".join(f"{b} {r['ms'][b]:.2f}" for b in r["ranking"]) + " |")
+    return lines + [""]
 
 
 def max_batch_section(data):
@@ -175,7 +244,8 @@ def env_lines(env):
     if not env:
         return ["(the env step left no record)", ""]
     keys = ["device", "capability", "memory_gib", "driver", "torch", "cuda", "triton", "python",
-            "nvcc", "setuptools", "numpy", "gapops", "commit", "mode", "open_clip", "inf_cl"]
+            "nvcc", "setuptools", "numpy", "gapops", "commit", "mode", "open_clip", "inf_cl", "memeff",
+            "siglip_kernel"]
     parts = [f"{k}: {env[k]}" for k in keys if env.get(k) not in (None, "")]
     return ["; ".join(parts), ""]
 
@@ -204,12 +274,15 @@ def build(work, mode_hint=None):
         md += ["### compute-sanitizer", ""] + mem
     if bench:
         md += ["### Forward + backward", ""] + bench_section(bench)
+    auto_rows = auto_table_rows(bench, device, date)
+    if auto_rows:
+        md += ["### backend='auto' table", ""] + auto_table_section(auto_rows)
     mbs = max_batch_section(mb)
     if mbs:
         md += ["### Largest batch", ""] + mbs
     data = {"device": device, "date": date, "mode": mode, "env": env, "steps": steps,
             "correctness": corr, "memcheck_summary": mem[1:-2] if mem else [],
-            "bench": bench, "max_batch": mb}
+            "bench": bench, "max_batch": mb, "auto_table": auto_rows}
     return "\n".join(md) + "\n", data
 
 

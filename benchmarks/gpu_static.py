@@ -8,7 +8,8 @@ no device, no driver), reads the cubin with cuobjdump, and prints per kernel and
 registers, spill (stack bytes and local store/load instructions), shared memory, whether wgmma
 (HGMMA) is used, GPU-scope fences (MEMBAR .GPU/.SYS) in all and inside loops. With --cuda it
 compiles csrc/cuda/strip.cu to a cubin with nvcc (or reads the extension .so given by --cuda-so)
-and prints the same for whatever kernels it finds.
+and checks the CUDA kernels (CUDA_KERNELS: each must be found) for spills, GPU-scope fences and
+128-bit global loads in the epilogues.
 
 Exits non-zero on a spill, a hot kernel (forward, G strip, fused backward, 16-bit inputs)
 without wgmma, a GPU-scope fence inside a loop, or a loop that stores to and loads from global
@@ -274,6 +275,28 @@ def _short_name(mangled: str) -> str:
     return base + (f"<{targs.rstrip('>')[:24]}>" if targs else "")
 
 
+# The CUDA extension's kernels (csrc/cuda/strip_kernels.cuh): name -> must its global loads be
+# 128 bits wide (the bandwidth-bound epilogues, which read the fp32 strip in 16-byte packs).
+CUDA_KERNELS = {
+    "softmax_forward_epilogue": True, "softmax_backward_epilogue": True, "sigmoid_epilogue": True,
+    "row_lse_kernel": False, "col_merge_kernel": False, "col_lse_kernel": False,
+    "row_sum_kernel": False, "ordered_sum_kernel": False, "h_scale_kernel": False,
+}
+_LDG128 = re.compile(r"\bLDG\.E(\.[A-Z0-9_]+)*\.128\b")
+
+
+def cuda_problems(row) -> list:
+    """The CUDA kernels' verdicts: no spill, no GPU-scope fence at all, 128-bit loads in the
+    epilogues (their wgmma is not asked for: their products run on cuBLAS)."""
+    out = [p for p in problems(row) if "fences inside loops" not in p]
+    if row["fences"]:
+        out.append(f"{row['fences']} GPU-scope fences")
+    base = row["kernel"].split("<")[0]
+    if CUDA_KERNELS.get(base) and not row["load128"]:
+        out.append("epilogue without 128-bit global loads")
+    return out
+
+
 def cuda_rows(cubin_or_so: bytes | str) -> list:
     if isinstance(cubin_or_so, str):
         with open(cubin_or_so, "rb") as f:
@@ -287,12 +310,20 @@ def cuda_rows(cubin_or_so: bytes | str) -> list:
     per_fn = dict(zip(parts[1::2], parts[2::2]))
     rows = []
     for fn, ru in usage.items():
-        facts = sass_facts(per_fn.get(fn, ""))
+        text = per_fn.get(fn, "")
+        facts = sass_facts(text)
         row = dict(kernel=_short_name(fn), kind="cuda", cls="-", config={}, warps="-", stages="-",
                    regs=ru.get("REG", 0), stack=ru.get("STACK", 0), local=ru.get("LOCAL", 0),
-                   shared=ru.get("SHARED", 0), unordered_loops=0, **facts)
-        row["problems"] = problems(row)
+                   shared=ru.get("SHARED", 0), unordered_loops=0,
+                   load128=len(_LDG128.findall(text)), **facts)
+        row["problems"] = cuda_problems(row)
         rows.append(row)
+    found = {r["kernel"].split("<")[0] for r in rows}
+    for name in sorted(set(CUDA_KERNELS) - found):  # a kernel the build lost fails the check
+        rows.append(dict(kernel=name, kind="cuda", cls="-", config={}, warps="-", stages="-",
+                         regs=0, stack=0, local=0, shared=0, unordered_loops=0, load128=0,
+                         wgmma=False, spill_insns=0, fences=0, fences_in_loops=0,
+                         problems=["not found in the CUDA build"]))
     return rows
 
 

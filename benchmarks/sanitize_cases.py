@@ -8,6 +8,8 @@ products): N = 1 and N = 70, d = 33 (tails in every dimension), plus swap_mask a
 reduction='none' once. That launches each kernel of the backend (forward, column combine,
 backward in its atomic and its fixed-order form) on shapes that end mid-tile. The Triton backward
 shape is whatever GAPOPS_TRITON_BWD says (gpu_sanitize.sh runs this once per shape).
+--quick (the GPU check's QUICK mode): bf16 only, the same shapes and modes: every kernel launches
+on tails, with a third of the Triton compiles and sanitized launches.
 Output poisoning is the kernels' business; here every result must be finite and close to the
 float64 reference (loose tolerance: memcheck is about memory, the accuracy checks live in
 gpu_correctness.py). Exit status 1 on a wrong or non-finite result.
@@ -28,6 +30,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--backends", default="cuda,triton")
     p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--quick", action="store_true", help="bf16 only (the GPU check's QUICK mode)")
     args = p.parse_args(argv)
     if args.dry_run:
         os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -50,7 +53,7 @@ def main(argv=None):
             if backend == "triton" else ""
         for det in (False, True):
             for dtype, tf32 in ((torch.float32, False), (torch.float32, True), (torch.bfloat16, False)):
-                if tf32 and args.dry_run:
+                if (tf32 and args.dry_run) or (args.quick and dtype != torch.bfloat16):
                     continue
                 torch.backends.cuda.matmul.allow_tf32 = tf32
                 for n, d, extra in ((1, 8, {}), (70, 33, {}),

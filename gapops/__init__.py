@@ -1,11 +1,12 @@
-"""gapops: a fused, memory-lean CLIP contrastive loss and modality-gap studies."""
+"""gapops: fused, memory-lean CLIP (softmax) and SigLIP (sigmoid) losses, and modality-gap
+studies."""
 from . import metrics
 from ._dispatch import backends
 from ._version import __version__
-from .loss import contrastive_loss
-from .module import ContrastiveLoss
+from .loss import contrastive_loss, sigmoid_loss
+from .module import ContrastiveLoss, SigmoidLoss
 
-__all__ = ["contrastive_loss", "ContrastiveLoss", "backends", "build_info", "metrics", "__version__"]
+__all__ = ["contrastive_loss", "ContrastiveLoss", "sigmoid_loss", "SigmoidLoss", "backends", "build_info", "metrics", "__version__"]
 
 
 def build_info() -> dict:

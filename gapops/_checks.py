@@ -74,12 +74,14 @@ def check_logit_scale(logit_scale, device: torch.device) -> None:
     _check_scalar("logit_scale", logit_scale, device, "a float or a one-element tensor")
 
 
-def check_logit_bias(logit_bias, device: torch.device) -> None:
-    """None or a scalar (it cancels in the softmax loss); anything else is refused."""
+def check_logit_bias(logit_bias, device: torch.device, why: str = "") -> None:
+    """None or a scalar; anything else is refused (``why`` is appended to the message)."""
     if logit_bias is None:
         return
-    _check_scalar("logit_bias", logit_bias, device,
-                  "None or a scalar (a scalar bias cancels in the softmax contrastive loss)")
+    if isinstance(logit_bias, torch.Tensor) and logit_bias.dtype == torch.bool:
+        raise TypeError("logit_bias got a bool tensor: pass the modality-swap mask by keyword, "
+                        "swap_mask=...")
+    _check_scalar("logit_bias", logit_bias, device, f"None or a scalar{why}")
 
 
 def check_swap_mask(swap_mask, n: int, device: torch.device) -> None:
@@ -107,15 +109,27 @@ def check_backend_name(backend) -> None:
                         f"got {type(backend).__name__} {backend!r}")
 
 
-def check_no_forward_ad(*tensors) -> None:
+def check_no_forward_ad(function: str, instead: str, *tensors) -> None:
     """Forward-mode AD (torch.func.jvp, torch.autograd.forward_ad) has no rule in the fused ops;
-    refuse it rather than return a silent zero tangent."""
+    refuse it rather than return a silent zero tangent. ``instead`` says what works."""
     import torch.autograd.forward_ad as fwad
     if torch.compiler.is_compiling():  # dynamo traces reverse mode only
         return
     for t in tensors:
         if isinstance(t, torch.Tensor) and fwad.unpack_dual(t).tangent is not None:
             raise NotImplementedError(
-                "gapops.contrastive_loss does not support forward-mode AD (torch.func.jvp, "
-                "torch.autograd.forward_ad) with a fused backend; use backend='reference', or "
-                "reverse mode (backward / torch.func.grad / vjp)")
+                f"gapops.{function} does not support forward-mode AD (torch.func.jvp, "
+                f"torch.autograd.forward_ad) {instead}; or use reverse mode (backward / "
+                f"torch.func.grad / vjp)")
+
+
+def check_loss_arguments(image_features, text_features, logit_scale, logit_bias, swap_mask,
+                         reduction, backend, bias_why: str = "") -> None:
+    """Every argument of a public loss that does not depend on the backend chosen."""
+    check_features(image_features, text_features)
+    device = image_features.device
+    check_logit_scale(logit_scale, device)
+    check_logit_bias(logit_bias, device, bias_why)
+    check_swap_mask(swap_mask, image_features.shape[0], device)
+    check_reduction(reduction)
+    check_backend_name(backend)

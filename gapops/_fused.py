@@ -90,8 +90,9 @@ def project_normalization_(grad: Tensor, t: Tensor, inv: Tensor) -> None:
 
 def finish_gradients(grad_a: Tensor, grad_b: Tensor, x: Tensor, y: Tensor,
                      swap_mask: Optional[Tensor], inv_x: Tensor, inv_y: Tensor,
-                     normalize: bool) -> tuple[Tensor, Tensor]:
-    """(dx, dy) in the features' dtype from the strip's raw-row gradients of A and B.
+                     normalize: bool, cast: bool = True) -> tuple[Tensor, Tensor]:
+    """(dx, dy) in the features' dtype (the accumulation dtype unless ``cast``) from the strip's
+    raw-row gradients of A and B.
 
     grad_a [N, d] belongs to A_i (x_i, or y_i where swapped), grad_b to B_i (the other one); both in
     the accumulation dtype, consumed in place.
@@ -101,15 +102,29 @@ def finish_gradients(grad_a: Tensor, grad_b: Tensor, x: Tensor, y: Tensor,
     if normalize:
         project_normalization_(dx, x, inv_x)
         project_normalization_(dy, y, inv_y)
-    return dx.to(x.dtype), dy.to(y.dtype)
+    return (dx.to(x.dtype), dy.to(y.dtype)) if cast else (dx, dy)
 
 
-def strip_inputs(x: Tensor, y: Tensor, swap_mask: Optional[Tensor], inv_x: Tensor, inv_y: Tensor,
-                 cos: Tensor) -> tuple:
-    """The leading strip arguments of the single-device loss (design.md section 2.2):
-    (a, a_alt, a_swap, b, b_alt, b_swap, a_inv_norm, b_inv_norm, a_pos, b_pos)."""
+def routed_inputs(x: Tensor, y: Tensor, swap_mask: Optional[Tensor], inv_x: Tensor,
+                  inv_y: Tensor) -> tuple:
+    """The routed rows and columns of the single-device strip (design.md section 2.2), the
+    leading arguments of both losses' strips: (a, a_alt, a_swap, b, b_alt, b_swap, a_inv_norm,
+    b_inv_norm)."""
     if swap_mask is None:
         a_inv, b_inv = inv_x, inv_y
     else:
         a_inv, b_inv = torch.where(swap_mask, inv_y, inv_x), torch.where(swap_mask, inv_x, inv_y)
-    return x, y, swap_mask, y, x, swap_mask, a_inv, b_inv, cos, cos
+    return x, y, swap_mask, y, x, swap_mask, a_inv, b_inv
+
+
+def strip_inputs(x: Tensor, y: Tensor, swap_mask: Optional[Tensor], inv_x: Tensor, inv_y: Tensor,
+                 cos: Tensor) -> tuple:
+    """The leading softmax strip arguments of the single-device loss (design.md section 2.2):
+    (a, a_alt, a_swap, b, b_alt, b_swap, a_inv_norm, b_inv_norm, a_pos, b_pos)."""
+    return (*routed_inputs(x, y, swap_mask, inv_x, inv_y), cos, cos)
+
+
+def column_rows(x: Tensor, y: Tensor, swap_mask: Optional[Tensor]) -> Tensor:
+    """B_i = where(swap_i, x_i, y_i) [N, d]: the strip's column rows as one tensor (a copy only
+    where a row is swapped), the send buffer of the distributed all-gather."""
+    return y if swap_mask is None else torch.where(swap_mask.unsqueeze(1), x, y)

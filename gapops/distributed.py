@@ -1,4 +1,5 @@
-"""The strip scheme (docs/design.md section 2.4) across ranks of a torch.distributed group.
+"""The strip scheme (docs/design.md sections 2.4, 2.6) across ranks of a torch.distributed group,
+for both losses.
 
 Rank r holds n_r local pairs; the global batch is the concatenation over ranks in rank order
 (N = sum n_r) and rank r's rows sit at global offset o_r = n_0 + ... + n_{r-1}.
@@ -22,6 +23,11 @@ Backward, per rank, upstream g_local [n_r]:
      rank's rows only), and this rank's share of d(scale).
   8. reduce_scatter (SUM) the column gradients; each rank routes its rows' and columns'
      gradients back to x and y and applies the normalization's projection (O(n_r d)).
+
+The sigmoid loss (docs/design.md section 2.6) uses steps 1-2 (columns and their inverse norms
+only), one sigmoid strip of the local rows against all columns (complete per-row losses: nothing to
+combine) and step 8; with a scalar upstream the strip's gradients come from the forward and each
+rank scales its kept partials by its own upstream scalar before the reduce-scatter.
 
 Per rank: one strip of n_r x N (1/W of the single-device FLOPs), O(N d) memory (the gathered
 columns, saved for backward, and the partial column gradient), and N d + O(N) elements sent each
@@ -130,14 +136,13 @@ def _combine_column_stats(partial: Tensor, offset: int, n: int, group) -> Tensor
 # ---------------------------------------------------------------------------------------------
 # validation
 
-def _agree(a: Tensor, b: Tensor, scale: Tensor, group) -> list[int]:
+def _agree(a: Tensor, b: Tensor, scalars: tuple, group, function: str) -> list[int]:
     """Checks that every rank passes compatible features; returns the local batch sizes.
 
     One all_gather of 4 integers per rank; every rank sees the same table, so every rank raises
     the same ValueError (instead of hanging in a later collective with mismatched shapes).
     """
-    needs_grad = torch.is_grad_enabled() and (a.requires_grad or b.requires_grad
-                                              or scale.requires_grad)
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (a, b, *scalars))
     dev = a.device if dist.get_backend(group) != "gloo" else torch.device("cpu")
     mine = torch.tensor([a.shape[0], a.shape[1], _DTYPE_CODES.get(a.dtype, 0), int(needs_grad)],
                         dtype=torch.int64, device=dev)
@@ -147,24 +152,49 @@ def _agree(a: Tensor, b: Tensor, scale: Tensor, group) -> list[int]:
     rows = table.view(world, 4).tolist()
     ds = [r[1] for r in rows]
     if len(set(ds)) != 1:
-        raise ValueError(f"contrastive_loss(group=...): ranks disagree on the feature size d "
+        raise ValueError(f"{function}(group=...): ranks disagree on the feature size d "
                          f"(rank -> d: {dict(enumerate(ds))}); every rank must pass [n_local, d] "
                          f"features with the same d")
     dts = [r[2] for r in rows]
     if len(set(dts)) != 1:
         names = {i: str(_CODE_DTYPES.get(c, "?")) for i, c in enumerate(dts)}
-        raise ValueError(f"contrastive_loss(group=...): ranks disagree on the features' dtype "
+        raise ValueError(f"{function}(group=...): ranks disagree on the features' dtype "
                          f"(rank -> dtype: {names}); every rank must pass the same dtype")
     grads = [r[3] for r in rows]
     if len(set(grads)) != 1:
-        raise ValueError(f"contrastive_loss(group=...): some ranks need gradients and others do "
+        raise ValueError(f"{function}(group=...): some ranks need gradients and others do "
                          f"not (rank -> needs grad: {dict(enumerate(map(bool, grads)))}); the "
                          f"backward is collective, so every rank must run it or none")
     return [r[0] for r in rows]
 
 
 # ---------------------------------------------------------------------------------------------
-# the differentiable op
+# the strip of this rank's rows against every rank's columns, both losses
+
+def _local_rows(x, y, swap_mask, inv_x, inv_y, b_all, b_inv_all) -> tuple:
+    """The leading strip arguments (a, a_alt, a_swap, b, b_alt, b_swap, a_inv_norm, b_inv_norm)
+    of this rank's routed rows against the gathered columns (already routed: no column mask)."""
+    a, a_alt, a_swap, _, _, _, a_inv, _ = _fused.routed_inputs(x, y, swap_mask, inv_x, inv_y)
+    return a, a_alt, a_swap, b_all, b_all, None, a_inv, b_inv_all
+
+
+def _gathered_strip(x, y, swap_mask, inv_x, inv_y, counts, group) -> tuple:
+    """_local_rows after the all-gather of every rank's column rows and their inverse norms."""
+    b_inv = _fused.routed_inputs(x, y, swap_mask, inv_x, inv_y)[7]
+    b_all = _gather_rows(_fused.column_rows(x, y, swap_mask), counts, group)
+    return _local_rows(x, y, swap_mask, inv_x, inv_y, b_all, _gather_rows(b_inv, counts, group))
+
+
+def _finish(grad_a, grad_b_all, x, y, swap_mask, inv_x, inv_y, normalize, counts, rank, group):
+    """(dx, dy) of the local features: the partial column gradients [N, d] summed over ranks
+    (reduce-scatter), then routed and projected with the local rows' gradient (module doc, 8)."""
+    grad_b = _scatter_rows_sum(grad_b_all, counts, rank, group)
+    return _fused.finish_gradients(grad_a, grad_b.contiguous(), x, y, swap_mask, inv_x, inv_y,
+                                   normalize)
+
+
+# ---------------------------------------------------------------------------------------------
+# the differentiable ops
 
 class _DistributedRows(torch.autograd.Function):
     @staticmethod
@@ -174,15 +204,10 @@ class _DistributedRows(torch.autograd.Function):
         offset, n = sum(counts[:rank]), counts[rank]
         inv_x, inv_y = _fused.inverse_norms(x, normalize), _fused.inverse_norms(y, normalize)
         cos = _fused.pair_cosines(x, y, inv_x, inv_y)
-        a, a_alt, a_swap, b_local, _, _, a_inv, b_inv, _, _ = _fused.strip_inputs(
-            x, y, swap_mask, inv_x, inv_y, cos)
-        if swap_mask is not None:  # the send buffer of this rank's column rows
-            b_local = torch.where(swap_mask.unsqueeze(1), x, y)
-        b_all = _gather_rows(b_local, counts, group)
-        b_inv_all = _gather_rows(b_inv, counts, group)
+        strip = _gathered_strip(x, y, swap_mask, inv_x, inv_y, counts, group)
+        b_all, b_inv_all = strip[3], strip[7]
         pos_all = _gather_rows(cos, counts, group)
-        row_lse, col_part = forward(a, a_alt, a_swap, b_all, b_all, None, a_inv, b_inv_all, cos,
-                                    pos_all, scale, offset)
+        row_lse, col_part = forward(*strip, cos, pos_all, scale, offset)
         col_lse = _combine_column_stats(col_part, offset, n, group)
         rows = 0.5 * (row_lse + col_lse[offset:offset + n])
         ctx.save_for_backward(x, y, swap_mask, scale, b_all, b_inv_all, pos_all, inv_x, inv_y,
@@ -196,17 +221,70 @@ class _DistributedRows(torch.autograd.Function):
          col_lse) = ctx.saved_tensors
         normalize, backend, deterministic, group, counts, rank, offset = ctx.cfg
         _, backward = _dispatch.strip_kernels(backend)
-        a, a_alt, a_swap, _, _, _, a_inv, _, _, _ = _fused.strip_inputs(x, y, swap_mask, inv_x,
-                                                                         inv_y, cos)
+        strip = _local_rows(x, y, swap_mask, inv_x, inv_y, b_all, b_inv_all)
         half = 0.5 * grad.to(row_lse.dtype)
         half_all = _gather_rows(half, counts, group)
-        grad_a, grad_b_all, ds = backward(a, a_alt, a_swap, b_all, b_all, None, a_inv, b_inv_all,
-                                          cos, pos_all, scale, offset, row_lse, col_lse, half,
-                                          half_all, deterministic)
-        grad_b = _scatter_rows_sum(grad_b_all, counts, rank, group)
-        dx, dy = _fused.finish_gradients(grad_a, grad_b.contiguous(), x, y, swap_mask, inv_x,
-                                         inv_y, normalize)
+        grad_a, grad_b_all, ds = backward(*strip, cos, pos_all, scale, offset, row_lse, col_lse,
+                                          half, half_all, deterministic)
+        dx, dy = _finish(grad_a, grad_b_all, x, y, swap_mask, inv_x, inv_y, normalize, counts,
+                         rank, group)
         return dx, dy, None, ds.reshape(()).to(scale.dtype), None, None, None, None, None, None
+
+
+class _DistributedSigmoidTotal(torch.autograd.Function):
+    """The sum of this rank's sigmoid terms, its gradients computed in the forward (w = 1) and
+    kept: the backward scales them by this rank's upstream scalar before the reduce-scatter."""
+
+    @staticmethod
+    def forward(ctx, x, y, swap_mask, scale, bias, normalize, backend, deterministic, group,
+                counts, rank, want_grads):
+        strip = _dispatch.sigmoid_kernel(backend)
+        inv_x, inv_y = _fused.inverse_norms(x, normalize), _fused.inverse_norms(y, normalize)
+        args = _gathered_strip(x, y, swap_mask, inv_x, inv_y, counts, group)
+        rows, grad_a, grad_b_all, ds, db = strip(*args, scale, bias, sum(counts[:rank]), None,
+                                                 True, want_grads, deterministic)
+        ctx.save_for_backward(x, y, swap_mask, inv_x, inv_y, grad_a, grad_b_all, ds, db)
+        ctx.cfg = (normalize, group, counts, rank, scale.dtype, bias.dtype)
+        return rows.sum()
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, y, swap_mask, inv_x, inv_y, grad_a, grad_b_all, ds, db = ctx.saved_tensors
+        normalize, group, counts, rank, scale_dtype, bias_dtype = ctx.cfg
+        g = grad.to(grad_a.dtype)
+        dx, dy = _finish(grad_a * g, grad_b_all * g, x, y, swap_mask, inv_x, inv_y, normalize,
+                         counts, rank, group)
+        return (dx, dy, None, (g * ds).reshape(()).to(scale_dtype),
+                (g * db).reshape(()).to(bias_dtype), *([None] * 7))
+
+
+class _DistributedSigmoidRows(torch.autograd.Function):
+    """This rank's sigmoid loss per row [n]; the backward recomputes the strip with the upstream
+    weights (only local rows carry weights, so nothing is gathered but the columns)."""
+
+    @staticmethod
+    def forward(ctx, x, y, swap_mask, scale, bias, normalize, backend, deterministic, group,
+                counts, rank):
+        strip = _dispatch.sigmoid_kernel(backend)
+        inv_x, inv_y = _fused.inverse_norms(x, normalize), _fused.inverse_norms(y, normalize)
+        args = _gathered_strip(x, y, swap_mask, inv_x, inv_y, counts, group)
+        rows = strip(*args, scale, bias, sum(counts[:rank]), None, True, False, deterministic)[0]
+        ctx.save_for_backward(x, y, swap_mask, scale, bias, inv_x, inv_y, args[3], args[7])
+        ctx.cfg = (normalize, backend, deterministic, group, counts, rank)
+        return rows
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, y, swap_mask, scale, bias, inv_x, inv_y, b_all, b_inv_all = ctx.saved_tensors
+        normalize, backend, deterministic, group, counts, rank = ctx.cfg
+        strip = _dispatch.sigmoid_kernel(backend)
+        args = _local_rows(x, y, swap_mask, inv_x, inv_y, b_all, b_inv_all)
+        _, grad_a, grad_b_all, ds, db = strip(*args, scale, bias, sum(counts[:rank]),
+                                              grad.to(inv_x.dtype), False, True, deterministic)
+        dx, dy = _finish(grad_a, grad_b_all, x, y, swap_mask, inv_x, inv_y, normalize, counts,
+                         rank, group)
+        return (dx, dy, None, ds.reshape(()).to(scale.dtype), db.reshape(()).to(bias.dtype),
+                *([None] * 6))
 
 
 class _SumOverRanks(torch.autograd.Function):
@@ -242,15 +320,45 @@ def distributed_loss_rows(x: Tensor, y: Tensor, swap_mask, scale: Tensor, normal
     agree (ValueError on every rank otherwise). Every rank of ``group`` must call it, and, when
     gradients are needed, run the backward.
     """
+    group, rank, counts = _membership(x, y, (scale,), group, "contrastive_loss")
+    rows = _DistributedRows.apply(x, y, swap_mask, scale, normalize, backend,
+                                  bool(deterministic), group, counts, rank)
+    return rows, sum(counts)
+
+
+def distributed_sigmoid_terms(x: Tensor, y: Tensor, swap_mask, scale: Tensor, bias: Tensor,
+                              normalize: bool, backend: str, deterministic: bool, group,
+                              per_row: bool) -> tuple[Tensor, int]:
+    """This rank's sigmoid loss (docs/design.md section 2.6): its rows against the columns of
+    every rank, per row [n_local] (per_row) or summed (0-dim), and the global batch size N.
+
+    Arguments as distributed_loss_rows, plus bias (0-dim, accumulation dtype). The rows are
+    complete locally (no statistics to combine): the forward all-gathers the column rows and
+    their inverse norms; the backward reduce-scatters the column gradient. Differentiable with the
+    convention of the module doc: the local features receive the gradient of the sum over ranks
+    of every rank's objective, logit_scale and logit_bias this rank's share.
+    """
+    group, rank, counts = _membership(x, y, (scale, bias), group, "sigmoid_loss")
+    det = bool(deterministic)
+    if per_row:
+        rows = _DistributedSigmoidRows.apply(x, y, swap_mask, scale, bias, normalize, backend,
+                                             det, group, counts, rank)
+        return rows, sum(counts)
+    # _agree made every rank decide the same: gradients wanted everywhere or nowhere
+    want_grads = torch.is_grad_enabled() and any(t.requires_grad for t in (x, y, scale, bias))
+    total = _DistributedSigmoidTotal.apply(x, y, swap_mask, scale, bias, normalize, backend, det,
+                                           group, counts, rank, want_grads)
+    return total, sum(counts)
+
+
+def _membership(x: Tensor, y: Tensor, scalars: tuple, group, function: str) -> tuple:
+    """(group, this process's rank in it, every rank's local batch size), or a clear error."""
     if not (dist.is_available() and dist.is_initialized()):
-        raise RuntimeError("contrastive_loss(group=...) needs torch.distributed to be initialized "
+        raise RuntimeError(f"{function}(group=...) needs torch.distributed to be initialized "
                            "(dist.init_process_group) first")
     if group is None:
         group = dist.group.WORLD
     rank = dist.get_rank(group)
     if rank < 0:
-        raise ValueError("contrastive_loss(group=...): this process is not a member of the group")
-    counts = _agree(x, y, scale, group)
-    rows = _DistributedRows.apply(x, y, swap_mask, scale, normalize, backend,
-                                  bool(deterministic), group, counts, rank)
-    return rows, sum(counts)
+        raise ValueError(f"{function}(group=...): this process is not a member of the group")
+    return group, rank, _agree(x, y, scalars, group, function)

@@ -1,4 +1,4 @@
-"""The naive contrastive loss in plain torch: the oracle every backend is tested against.
+"""The naive losses in plain torch: the oracles every backend is tested against.
 
 It materializes the N x N logits, exactly what docs/design.md section 1 writes down, and relies on
 torch autograd for every gradient. Half-precision inputs are promoted to float32 so that the
@@ -131,6 +131,26 @@ def reference_sigmoid_loss_ids(image_features: torch.Tensor, text_features: torc
     z = s * (a.to(acc) @ b.to(acc).T) + bias
     labels = torch.where(_same_id(pair_ids, a.shape[0], a.device), 1.0, -1.0).to(acc)
     return _reduced(-F.logsigmoid(labels * z).sum(1), reduction)
+
+def reference_sigmoid_loss(image_features: torch.Tensor, text_features: torch.Tensor,
+                           logit_scale, logit_bias=None, swap_mask: torch.Tensor | None = None,
+                           normalize: bool = True, reduction: str = "mean") -> torch.Tensor:
+    """The sigmoid (SigLIP) loss in its naive N x N form, open_clip's ``SigLipLoss`` math:
+    logits = s a b^T + bias, labels 2I - 1, -logsigmoid(labels * logits) summed per row
+    ([N] for 'none'), over everything ('sum'), or over everything / N ('mean'). For tests and
+    benchmarks (no argument checks); torch autograd gives every gradient, forward mode included.
+    """
+    a, b = swap_and_normalize(image_features, text_features, swap_mask, normalize)
+    acc = accumulation_dtype(a.dtype)
+    logits = torch.as_tensor(logit_scale, device=a.device).to(acc) * (a.to(acc) @ b.to(acc).T)
+    if logit_bias is not None:
+        logits = logits + torch.as_tensor(logit_bias, device=a.device).to(acc)
+    labels = 2 * torch.eye(a.shape[0], dtype=acc, device=a.device) - 1
+    rows = -F.logsigmoid(labels * logits).sum(1)
+    if reduction == "mean":
+        return rows.sum() / a.shape[0]
+    return rows.sum() if reduction == "sum" else rows
+
 
 def _routed(a, a_alt, a_swap):
     """Rows a[i], or a_alt[i] where a_swap[i] (a_swap may be None)."""

@@ -15,8 +15,15 @@ from helpers import backend_params  # noqa: E402
 
 
 BACKENDS = backend_params()
+SIGMOID_BACKENDS = backend_params(loss="sigmoid")
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request):
+    return request.param
+
+
+@pytest.fixture(params=SIGMOID_BACKENDS)
+def sigmoid_backend(request):
+    """Each backend with its sigmoid strip (skipped, with the reason, where it has none)."""
     return request.param

@@ -1,9 +1,9 @@
-"""Test helpers: tolerances, random inputs, the float64 oracle with its three gradients, and
+"""Test helpers: tolerances, random inputs, the float64 oracles with their gradients, and
 where each backend runs. Every test module imports from here (never from conftest)."""
 import torch
 
 from gapops._dtypes import triton_interpreted
-from gapops.reference import reference_contrastive_loss
+from gapops.reference import reference_contrastive_loss, reference_sigmoid_loss
 
 # Relative tolerances (norm of the error / norm of the float64 value) per input dtype.
 TOL = {
@@ -22,24 +22,89 @@ def rand_inputs(n, d, seed, device="cpu"):
     return x.to(device), y.to(device), s.to(device)
 
 
+SWAP_KINDS = ["none_false", "all_true", "random"]
+
+
+def make_swap_mask(kind, n, device, seed=5):
+    """A swap mask [n] of one kind: all False, all True, or ~40% True at random."""
+    g = torch.Generator().manual_seed(seed)
+    mask = {"none_false": lambda: torch.zeros(n, dtype=torch.bool),
+            "all_true": lambda: torch.ones(n, dtype=torch.bool),
+            "random": lambda: torch.rand(n, generator=g) < 0.4}[kind]()
+    return mask.to(device)
+
+
+def scenario_id(sc):
+    """Test id of a distributed scenario (backend, dtype, reduction, counts kind, swap)."""
+    be, dt, red, kind, swap = sc
+    return f"{be}-{str(dt)[6:]}-{red}-{kind}{'-swap' if swap else ''}"
+
+
+def train_steps(model, crit, batches, lr, sync=None):
+    """SGD steps of ``crit(*model(*batch))`` (a dict with "contrastive_loss" from open_clip's
+    trainer form is unwrapped); sync(grad) averages a gradient over ranks (DDP's all_reduce / W).
+    Returns (the losses, the flattened parameters after every step)."""
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    losses, after = [], []
+    for batch in batches:
+        opt.zero_grad()
+        out = model(*batch)
+        loss = crit(**out, output_dict=True)["contrastive_loss"] if isinstance(out, dict) \
+            else crit(*out)
+        loss.backward()
+        if sync is not None:
+            for p in model.parameters():
+                sync(p.grad)
+        opt.step()
+        losses.append(float(loss.detach()))
+        after.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    return losses, after
+
+
 def rel_err(got, want):
     got, want = got.detach().double().cpu(), want.detach().double().cpu()
     return float((got - want).norm() / want.norm().clamp_min(1e-30)) if want.numel() else 0.0
 
 
-def loss_and_grads(fn, x, y, s, dtype, upstream=None, **kw):
-    """Runs fn on copies of (x, y, s) cast to dtype; returns (loss, dx, dy, ds) in float64."""
+def loss_and_grads(fn, x, y, s, dtype, upstream=None, bias=None, **kw):
+    """Runs fn on copies of (x, y, s), and bias when given, cast to dtype (the scalars to fp32 at
+    least); returns (loss, dx, dy, ds), and d bias when given, in float64."""
     xs = x.detach().to(dtype).requires_grad_()
     ys = y.detach().to(dtype).requires_grad_()
-    ss = s.detach().to(torch.float32 if dtype != torch.float64 else dtype).requires_grad_()
-    loss = fn(xs, ys, ss, **kw)
+    scalar_dtype = torch.float32 if dtype != torch.float64 else dtype
+    args = [xs, ys] + [torch.as_tensor(t).detach().to(scalar_dtype).requires_grad_()
+                       for t in (s, bias) if t is not None]
+    loss = fn(*args, **kw)
     out = loss if upstream is None else (loss * upstream.to(loss)).sum()
-    dx, dy, ds = torch.autograd.grad(out, (xs, ys, ss))
-    return loss.detach().double(), dx.double(), dy.double(), ds.double()
+    grads = torch.autograd.grad(out, args)
+    return (loss.detach().double(), *(g.double() for g in grads))
+
+
+LOSS_GRAD_NAMES = ("loss", "d image_features", "d text_features", "d logit_scale",
+                   "d logit_bias")
+
+
+def assert_loss_and_grads_close(got, want, dtype, s, what):
+    """got vs want, (loss, dx, dy, ds[, d bias]) as loss_and_grads returns them: finite, and
+    within TOL[dtype] relative error (loss, then gradients)."""
+    tol_loss, tol_grad = TOL[dtype]
+    for k, (name, g, w) in enumerate(zip(LOSS_GRAD_NAMES, got, want)):
+        tol = tol_loss if k == 0 else tol_grad
+        assert torch.isfinite(g).all(), f"{what} {dtype}: non-finite {name}"
+        if w.norm() < 1e-8:  # d == 1: the exact gradient through normalize is 0
+            err = float((g - w).norm()) / (float(s) * g.numel() ** 0.5)
+        else:
+            err = rel_err(g, w)
+        assert err <= tol, f"{what} {dtype}: {name} relative error {err:.2e} > {tol:.0e}"
 
 
 def oracle(x, y, s, upstream=None, **kw):
     return loss_and_grads(reference_contrastive_loss, x, y, s, torch.float64, upstream, **kw)
+
+
+def sigmoid_oracle(x, y, s, b, upstream=None, **kw):
+    """The float64 naive sigmoid loss and its four gradients (x, y, logit_scale, logit_bias)."""
+    return loss_and_grads(reference_sigmoid_loss, x, y, s, torch.float64, upstream, bias=b, **kw)
 
 
 # Largest batch each backend is exercised with on this machine (the interpreter is slow).
@@ -54,13 +119,13 @@ def device_for(backend: str) -> str:
     return "cpu"
 
 
-def backend_params(include_reference: bool = True):
-    """pytest params, one per backend: skipped with the reason where unavailable, marked gpu
-    where it runs on CUDA tensors."""
+def backend_params(include_reference: bool = True, loss: str = "softmax"):
+    """pytest params, one per backend: skipped with the reason where unavailable for ``loss``
+    ('softmax' or 'sigmoid'), marked gpu where it runs on CUDA tensors."""
     import pytest
 
     import gapops
-    status = gapops.backends()
+    status = gapops.backends(loss)
     params = []
     for name in ("reference", "cpu", "triton", "cuda"):
         if name == "reference" and not include_reference:
@@ -143,3 +208,50 @@ STRIPS = [  # (n, m, d, offset)
 ]
 
 
+
+
+class intra_op_threads:
+    """torch's intra-op thread count set to n inside the block (the CPU backends' determinism
+    tests run the same call under several)."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __enter__(self):
+        self.old = torch.get_num_threads()
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.old)
+
+
+# ---------------------------------------------------------------------------------------------
+# a real (tiny) open_clip model for the drop-in tests
+
+def tiny_open_clip(seed, logit_bias):
+    """open_clip.CLIP with one layer per tower, returning dicts (the trainer's form);
+    ``logit_bias``: its init_logit_bias (None: the model has no bias)."""
+    import open_clip
+    from open_clip.model import CLIPTextCfg, CLIPVisionCfg
+    torch.manual_seed(seed)
+    return open_clip.CLIP(
+        embed_dim=32,
+        vision_cfg=CLIPVisionCfg(layers=1, width=32, head_width=16, patch_size=8, image_size=16),
+        text_cfg=CLIPTextCfg(context_length=8, vocab_size=64, width=32, heads=2, layers=1),
+        init_logit_bias=logit_bias, output_dict=True)
+
+
+def open_clip_batch(seed, n=12):
+    """Images [n, 3, 16, 16] and token ids [n, 8] for tiny_open_clip."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, 16, 16, generator=g), torch.randint(1, 64, (n, 8), generator=g)
+
+
+def model_loss_and_grads(model, crit, images, texts):
+    """open_clip's trainer step without the update: (loss, {parameter name: gradient})."""
+    model.zero_grad()
+    out = crit(**model(images, texts), output_dict=True)
+    loss = out["contrastive_loss"]
+    loss.backward()
+    grads = {k: p.grad.detach().clone() for k, p in model.named_parameters() if p.grad is not None}
+    return float(loss.detach()), grads

@@ -11,7 +11,7 @@ import torch
 
 import gapops
 from gapops import _extension
-from helpers import make_strip, strip_args
+from helpers import intra_op_threads, make_strip, strip_args
 
 _mod, _why = _extension.load()
 pytestmark = pytest.mark.skipif(_mod is None, reason=f"gapops._C is not built: {_why}")
@@ -19,20 +19,6 @@ pytestmark = pytest.mark.skipif(_mod is None, reason=f"gapops._C is not built: {
 
 def _ops():
     return torch.ops.gapops.strip_forward, torch.ops.gapops.strip_backward
-
-
-class _threads:
-    """torch's intra-op thread count inside the block."""
-
-    def __init__(self, n):
-        self.n = n
-
-    def __enter__(self):
-        self.old = torch.get_num_threads()
-        torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc):
-        torch.set_num_threads(self.old)
 
 
 def _case(n=600, m=1100, d=40, offset=300, dtype=torch.float32, **kw):
@@ -47,7 +33,7 @@ def test_deterministic_backward_same_bits_for_any_thread_count():
     g_row, g_col = torch.full((600,), 0.3), torch.full((1100,), 0.2)
     results = []
     for threads in (1, 2, 3):
-        with _threads(threads):
+        with intra_op_threads(threads):
             results.append(bwd(*args, *stats, g_row, g_col, True))
     for other in results[1:]:
         for x, y in zip(results[0], other):
@@ -71,7 +57,7 @@ def test_default_backward_matches_deterministic(threads):
     args = strip_args(_case(n=1100, m=1100, d=24, offset=0), torch.float32)
     stats = fwd(*args)
     g = torch.rand(1100, generator=torch.Generator().manual_seed(0))
-    with _threads(threads):
+    with intra_op_threads(threads):
         fast = bwd(*args, *stats, g, g, False)
     exact = bwd(*args, *stats, g, g, True)
     for x, y in zip(fast, exact):  # summation orders differ: relative error of the whole

@@ -1,19 +1,20 @@
 """backend='cuda' (csrc/cuda/strip.cu): what tests/test_strip.py does not already check.
 
 tests/test_strip.py runs the cuda strip against the reference strip on its awkward shapes; this
-file adds the CUDA-specific parts: the G strip in several chunks and column groups (forced by
+file adds the CUDA-specific parts: the strip in several chunks (forced by
 GAPOPS_CUDA_SCRATCH_MB), fp16 with tiny gradient weights (the power-of-two scaling of H), the
 TF32 path, bit-identical repeats, CUDA-graph capture (scale read on the device, no host sync),
-int64 indexing past 2^31 elements, and the public loss end to end. Everything needs a CUDA device
-and an extension built with nvcc: without them every test skips.
+int64 indexing past 2^31 elements, the sigmoid strip against its float64 oracle, and the public
+loss end to end. Everything needs a CUDA device and an extension built with nvcc: without them
+every test skips.
 """
 import pytest
 import torch
 
 import gapops
 from gapops._dtypes import accumulation_dtype
-from gapops.reference import (reference_contrastive_loss, reference_strip_backward,
-                              reference_strip_forward)
+from gapops.reference import (reference_contrastive_loss, reference_sigmoid_strip,
+                              reference_strip_backward, reference_strip_forward)
 from helpers import (TOL, assert_close, loss_and_grads, make_strip, oracle, rel_err,
                      strip_args)
 
@@ -36,7 +37,7 @@ TF32_TOL = (5e-3, 3e-2)  # fp32 inputs rounded to 10-bit TF32 operands (as in th
 @pytest.fixture(autouse=True)
 def _exact_fp32():
     old = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 strips take the exact SIMT path
+    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 products in IEEE fp32 (torch's default)
     yield
     torch.backends.cuda.matmul.allow_tf32 = old
 
@@ -67,13 +68,13 @@ def check(case, dtype, tol=None, **kw):
     assert_close(got_b, want_b, bwd_tol, ("grad_a", "grad_b", "grad_scale"), floor)
 
 
-# ------------------------------------------------------------------ the G strip in pieces
+# ------------------------------------------------------------------ the strip in chunks
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16],
                          ids=str)
 @pytest.mark.parametrize("swap", [False, True], ids=["plain", "swapped"])
 def test_g_strip_chunks_and_column_groups(monkeypatch, dtype, swap):
-    """A 1 MiB budget: 64-row G-strip chunks (plus a short last one), several column groups and,
-    for column-routed strips, several grad_a partials; 3 forward blocks loop over 6 row blocks."""
+    """A 1 MiB budget against 40000 columns: chunks of a few rows (plus a short last one), so
+    every row's and column's statistics and the weight products are assembled from many chunks."""
     monkeypatch.setenv("GAPOPS_CUDA_SCRATCH_MB", "1")
     case = make_strip(333, 40000, 72, 3000, dtype, seed=21, device=DEV, swap_rows=swap,
                       swap_cols=swap, strided=swap)
@@ -229,7 +230,8 @@ def _inv_norms(t, rows=1 << 18):
 @pytest.mark.parametrize("what", ["feature_index", "g_strip_index"])
 def test_int64_indexing(monkeypatch, what):
     """feature_index: m d > 2^31 (bf16 columns, 4.3 GB), positives at the far end.
-    g_strip_index: one G-strip chunk of more than 2^31 elements (fp16, 4.6 GB of H)."""
+    g_strip_index: one chunk of more than 2^31 strip elements (fp16: 9.2 GB of fp32 S and
+    4.6 GB of H)."""
     g = torch.Generator(device=DEV).manual_seed(0)
     if what == "feature_index":
         n, m, d, dtype = 64, (1 << 22) + 5, 512, torch.bfloat16
@@ -237,7 +239,7 @@ def test_int64_indexing(monkeypatch, what):
     else:
         n, m, d, dtype = 32768, 70000, 16, torch.float16
         off = 1000
-        monkeypatch.setenv("GAPOPS_CUDA_SCRATCH_MB", "8192")
+        monkeypatch.setenv("GAPOPS_CUDA_SCRATCH_MB", "16384")
     b = torch.randn(m, d, device=DEV, generator=g, dtype=dtype)
     a = (0.5 * b[off:off + n].float() + torch.randn(n, d, device=DEV, generator=g)).to(dtype)
     ra, rb = _inv_norms(a), _inv_norms(b)
@@ -258,6 +260,37 @@ def test_int64_indexing(monkeypatch, what):
     assert rel_err(grad_a[rows], want["grad_a"]) < 2e-2
     assert rel_err(grad_b[cols], want["grad_b"]) < 2e-2
     assert abs(float(grad_s) - want_ds) <= 1e-3 * max(1.0, abs(want_ds))
+
+
+# ------------------------------------------------------------------ the sigmoid strip
+def _sigmoid_args(case, acc, bias):
+    args = strip_args(case, acc)
+    return args[:8] + (args[10], torch.tensor(bias, dtype=acc, device=args[10].device), args[11])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16],
+                         ids=str)
+@pytest.mark.parametrize("swap,budget", [(False, None), (True, None), (True, "1")],
+                         ids=["plain", "swapped", "swapped-chunked"])
+@pytest.mark.parametrize("weights", [False, True], ids=["scalar", "rows"])
+def test_sigmoid_strip_against_oracle(monkeypatch, dtype, swap, budget, weights):
+    if budget:
+        monkeypatch.setenv("GAPOPS_CUDA_SCRATCH_MB", budget)
+    case = make_strip(333, 4000 if budget else 520, 72, 100, dtype, seed=23, device=DEV,
+                      swap_rows=swap, swap_cols=swap, strided=swap, scale=10.0)
+    acc = accumulation_dtype(dtype)
+    w = torch.rand(333, generator=torch.Generator().manual_seed(2), dtype=torch.float64) if weights else None
+    got = OPS.sigmoid_strip(*_sigmoid_args(case, acc, -10.0), None if w is None else w.to(DEV, acc),
+                            True, True, False)
+    want_args = tuple(t.cpu() if isinstance(t, torch.Tensor) else t
+                      for t in _sigmoid_args(case, torch.float64, -10.0))
+    want = reference_sigmoid_strip(*want_args, w)
+    fwd_tol, bwd_tol = TOL[dtype]
+    assert_close(got[:1], want[:1], fwd_tol, ("row_loss",))
+    assert_close(got[1:], want[1:], bwd_tol, ("grad_a", "grad_b", "grad_scale", "grad_bias"),
+                 1e-3 * float(want[1].abs().mean() * 333 + 1))
+    loss_only = OPS.sigmoid_strip(*_sigmoid_args(case, acc, -10.0), None, True, False, False)
+    assert torch.equal(loss_only[0], got[0]) and loss_only[1].shape == (0, 72)
 
 
 # ------------------------------------------------------------------ the public loss

@@ -11,24 +11,15 @@ gradients sum to W * dL/ds; DDP's average then gives the single-process gradient
 open_clip's ClipLoss(local_loss=True, gather_with_grad=True) + DDP gives, checked below against an
 inline copy of its math and with a real DistributedDataParallel model.
 """
-import datetime
-import os
-import socket
-import tempfile
-import time
-import traceback
-
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 import gapops
-from helpers import loss_and_grads, oracle, rel_err
+from distributed_helpers import run_worlds
+from helpers import loss_and_grads, oracle, rel_err, scenario_id
 
-PG_TIMEOUT_S = 30      # a collective that waits longer raises instead of hanging
-JOIN_TIMEOUT_S = 120   # the whole world is killed after this
 D = 16
 COUNTS = {  # local batch sizes per world size: equal, unequal
     2: {"equal": [7, 7], "unequal": [5, 9]},
@@ -47,11 +38,6 @@ for _be in BACKENDS:
         (_be, torch.float64, "none", "unequal", False),
         (_be, torch.float32, "mean", "unequal", False),
     ]
-
-
-def _sid(sc):
-    be, dt, red, kind, swap = sc
-    return f"{be}-{str(dt)[6:]}-{red}-{kind}{'-swap' if swap else ''}"
 
 
 def global_inputs(counts, d=D, seed=0):
@@ -239,77 +225,17 @@ SUBGROUP_RANKS = [1, 2]  # the 2-rank world: a subgroup of the 3 processes (grou
 def _run_all(rank, world, group):
     results = {}
     for sc in SCENARIOS:
-        results[_sid(sc)] = _run_scenario(sc, rank, world, group)
+        results[scenario_id(sc)] = _run_scenario(sc, rank, world, group)
     results["open_clip"] = _run_openclip(rank, world, group)
     results["ddp"] = _run_ddp(rank, world, group)
     results["bad"] = _run_bad_inputs(rank, world, group)
     return results
 
 
-def _worker(rank, nprocs, port, outdir):
-    """Rank of a 3-process gloo world: runs everything on WORLD (W = 3), then on a 2-rank
-    subgroup (W = 2). One spawn serves both world sizes: starting torch costs seconds."""
-    torch.set_num_threads(1)
-    results = {}
-    try:
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                                world_size=nprocs,
-                                timeout=datetime.timedelta(seconds=PG_TIMEOUT_S))
-        sub = dist.new_group(SUBGROUP_RANKS, timeout=datetime.timedelta(seconds=PG_TIMEOUT_S))
-        results[3] = _run_all(rank, 3, dist.group.WORLD)
-        if rank in SUBGROUP_RANKS:
-            results[2] = _run_all(dist.get_rank(sub), 2, sub)
-    except BaseException:  # noqa: BLE001 - reported by the parent
-        results["__error__"] = traceback.format_exc()
-    torch.save(results, os.path.join(outdir, f"rank{rank}.pt"))
-    if dist.is_initialized():
-        dist.destroy_process_group()
-
-
-# --------------------------------------------------------------------------------------------
-# parent side
-
-
-def _free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def run_worlds(nprocs=3):
-    """Spawns the gloo world; returns {W: [results of group rank 0, 1, ...]} for W = 3 and 2."""
-    ctx = mp.get_context("spawn")
-    with tempfile.TemporaryDirectory() as outdir:
-        port = _free_port()
-        procs = [ctx.Process(target=_worker, args=(r, nprocs, port, outdir), daemon=True)
-                 for r in range(nprocs)]
-        for p in procs:
-            p.start()
-        deadline = time.monotonic() + JOIN_TIMEOUT_S
-        for p in procs:
-            p.join(max(0.0, deadline - time.monotonic()))
-        hung = [r for r, p in enumerate(procs) if p.is_alive()]
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-                p.join(5)
-        if hung:
-            pytest.fail(f"ranks {hung} still running after {JOIN_TIMEOUT_S}s")
-        results = []
-        for r in range(nprocs):
-            path = os.path.join(outdir, f"rank{r}.pt")
-            if not os.path.exists(path):
-                pytest.fail(f"rank {r} exited with code {procs[r].exitcode} and no results")
-            results.append(torch.load(path, weights_only=False))
-    for r, res in enumerate(results):
-        if "__error__" in res:
-            pytest.fail(f"rank {r} failed:\n{res['__error__']}")
-    return {3: [res[3] for res in results], 2: [results[r][2] for r in SUBGROUP_RANKS]}
-
-
 @pytest.fixture(scope="module")
 def worlds():
-    return run_worlds()
+    # one 3-process spawn serves both world sizes: WORLD (W = 3), then a 2-rank subgroup
+    return run_worlds(_run_all, 3, SUBGROUP_RANKS)
 
 
 @pytest.fixture(params=[2, 3], ids=["W2", "W3"])
@@ -322,7 +248,7 @@ def _close(got, want, tol, what):
     assert err <= tol, f"{what}: relative error {err:.3g} > {tol:g}"
 
 
-@pytest.mark.parametrize("sc", SCENARIOS, ids=[_sid(s) for s in SCENARIOS])
+@pytest.mark.parametrize("sc", SCENARIOS, ids=[scenario_id(s) for s in SCENARIOS])
 def test_matches_single_process_global_batch(world, sc):
     w, results = world
     be, dtype, red, kind, swap = sc
@@ -340,11 +266,11 @@ def test_matches_single_process_global_batch(world, sc):
     # the single-process one (DDP divides by W); 'none': rank r's objective is sum_i w_i l_i over
     # its pairs, and the sum over ranks is the global weighted sum: gradients exactly single.
     factor = 1.0 if red == "none" else float(w)
-    ds_total = sum(res[_sid(sc)][3] for res in results)
+    ds_total = sum(res[scenario_id(sc)][3] for res in results)
     for ref in (want, single):  # the float64 oracle, then single-process gapops
         loss_w, dx_w, dy_w, ds_w = ref
         for r, res in enumerate(results):
-            loss_g, dx_g, dy_g, _ = res[_sid(sc)]
+            loss_g, dx_g, dy_g, _ = res[scenario_id(sc)]
             wl = local_slice(loss_w, counts, r) if red == "none" else loss_w
             _close(loss_g, wl, tol, f"rank {r} loss")
             _close(dx_g, factor * local_slice(dx_w, counts, r), tol, f"rank {r} d image")
@@ -356,8 +282,8 @@ def test_mean_loss_is_identical_on_every_rank(world):
     w, results = world
     for sc in SCENARIOS:
         if sc[2] == "mean":
-            vals = [res[_sid(sc)][0] for res in results]
-            assert all(torch.equal(v, vals[0]) for v in vals), _sid(sc)
+            vals = [res[scenario_id(sc)][0] for res in results]
+            assert all(torch.equal(v, vals[0]) for v in vals), scenario_id(sc)
 
 
 @pytest.mark.parametrize("be", BACKENDS)

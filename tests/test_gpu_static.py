@@ -87,9 +87,25 @@ def _built_cuda_extension():
 @pytest.mark.skipif(_built_cuda_extension() is None,
                     reason="the extension was built without CUDA kernels")
 def test_cuda_kernels_of_the_built_extension():
-    """The CUDA backend's sm_90 SASS as built: every strip kernel found, no spill, no GPU-scope
-    fence inside a loop (its lack of wgmma is reported, not failed: WMMA compiles to HMMA)."""
+    """The CUDA backend's SASS as built: every kernel of gpu_static.CUDA_KERNELS found, no spill,
+    no GPU-scope fence, 128-bit global loads in the epilogues (their products run on cuBLAS)."""
+    import gpu_static
     out = run("--only", "combine", "--cuda-so", _built_cuda_extension())
     assert out.returncode == 0, out.stdout + out.stderr
-    for kernel in ("strip_forward_kernel", "g_strip_kernel"):
+    for kernel in gpu_static.CUDA_KERNELS:
         assert kernel in out.stdout, out.stdout
+
+
+def test_cuda_verdicts():
+    """What fails a CUDA kernel: a fence anywhere, scalar loads in an epilogue, a spill."""
+    import gpu_static as g
+    row = dict(kernel="sigmoid_epilogue<__half, float>", kind="cuda", cls="-", stack=0, local=0,
+               spill_insns=0, wgmma=False, fences=0, fences_in_loops=0, unordered_loops=0,
+               load128=2)
+    assert g.cuda_problems(row) == []
+    assert g.cuda_problems(dict(row, load128=0)) == ["epilogue without 128-bit global loads"]
+    assert g.cuda_problems(dict(row, kernel="row_lse_kernel<float>", load128=0)) == []
+    assert g.cuda_problems(dict(row, fences=1)) == ["1 GPU-scope fences"]
+    assert "spills" in g.cuda_problems(dict(row, stack=8))[0]
+    assert len(g._LDG128.findall("LDG.E.128 R4, desc[UR4][R2.64] ;\nLDG.E.128.CONSTANT R8, "
+                                 "[R2] ;\nLDG.E.64 R2, [R4] ;")) == 2

@@ -11,31 +11,10 @@ import gapops
 
 open_clip = pytest.importorskip("open_clip")
 from open_clip.loss import ClipLoss  # noqa: E402
-from open_clip.model import CLIPTextCfg, CLIPVisionCfg  # noqa: E402
-
-
-def tiny_clip(seed, logit_bias):
-    torch.manual_seed(seed)
-    return open_clip.CLIP(
-        embed_dim=32,
-        vision_cfg=CLIPVisionCfg(layers=1, width=32, head_width=16, patch_size=8, image_size=16),
-        text_cfg=CLIPTextCfg(context_length=8, vocab_size=64, width=32, heads=2, layers=1),
-        init_logit_bias=logit_bias, output_dict=True)
-
-
-def batch(seed, n=12):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 3, 16, 16, generator=g), torch.randint(1, 64, (n, 8), generator=g)
-
-
-def loss_and_grads(model, crit, images, texts):
-    model.zero_grad()
-    out = crit(**model(images, texts), output_dict=True)
-    loss = out["contrastive_loss"]
-    loss.backward()
-    loss = loss.detach()
-    grads = {k: p.grad.detach().clone() for k, p in model.named_parameters() if p.grad is not None}
-    return float(loss), grads
+from helpers import model_loss_and_grads as loss_and_grads  # noqa: E402
+from helpers import open_clip_batch as batch  # noqa: E402
+from helpers import tiny_open_clip as tiny_clip  # noqa: E402
+from helpers import train_steps  # noqa: E402
 
 
 @pytest.mark.parametrize("logit_bias", [None, -10.0])
@@ -56,20 +35,10 @@ def test_trainer_call_matches_clip_loss(logit_bias):
 
 def test_training_steps_follow_clip_loss():
     """Ten SGD steps with each loss stay as close as fp32 rounding lets two exact losses stay."""
-    finals = []
-    for crit in (ClipLoss(), gapops.ContrastiveLoss()):
-        model = tiny_clip(3, -10.0)
-        opt = torch.optim.SGD(model.parameters(), lr=0.05)
-        losses = []
-        for step in range(10):
-            images, texts = batch(100 + step)
-            opt.zero_grad()
-            loss = crit(**model(images, texts), output_dict=True)["contrastive_loss"]
-            loss.backward()
-            opt.step()
-            losses.append(float(loss))
-        finals.append((losses, torch.cat([p.detach().flatten() for p in model.parameters()])))
-    (l_ref, p_ref), (l_got, p_got) = finals
+    batches = [batch(100 + step) for step in range(10)]
+    finals = [train_steps(tiny_clip(3, -10.0), crit, batches, lr=0.05)
+              for crit in (ClipLoss(), gapops.ContrastiveLoss())]
+    (l_ref, (*_, p_ref)), (l_got, (*_, p_got)) = finals
     assert max(abs(a - b) for a, b in zip(l_ref, l_got)) < 1e-4
     assert float((p_ref - p_got).norm() / p_ref.norm()) < 1e-4
 

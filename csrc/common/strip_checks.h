@@ -56,6 +56,24 @@ inline void check_row_vector(const at::Tensor& v, int64_t rows, const at::Tensor
 }
 }  // namespace detail
 
+// The routed rows and columns, their inverse norms, the scale and the offset: the arguments the
+// softmax and sigmoid strips share.
+inline void check_strip_rows(const at::Tensor& a, const at::Tensor& a_alt,
+                             const c10::optional<at::Tensor>& a_swap, const at::Tensor& b,
+                             const at::Tensor& b_alt, const c10::optional<at::Tensor>& b_swap,
+                             const at::Tensor& a_inv_norm, const at::Tensor& b_inv_norm,
+                             const at::Tensor& scale, int64_t offset) {
+  check_strip_inputs(a, b, scale, offset);
+  detail::check_twin(a, a_alt, "a");
+  detail::check_twin(b, b_alt, "b");
+  detail::check_swap(a_swap, a, "a");
+  detail::check_swap(b_swap, b, "b");
+  detail::check_row_vector(a_inv_norm, a.size(0), a, "a_inv_norm");
+  detail::check_row_vector(b_inv_norm, b.size(0), a, "b_inv_norm");
+  TORCH_CHECK(scale.is_floating_point() && scale.device() == a.device(),
+              "strip: scale must be a floating point tensor on ", a.device());
+}
+
 // Every argument of strip_forward (and the leading ones of strip_backward), v2 schema.
 inline void check_strip_inputs(const at::Tensor& a, const at::Tensor& a_alt,
                                const c10::optional<at::Tensor>& a_swap, const at::Tensor& b,
@@ -63,18 +81,18 @@ inline void check_strip_inputs(const at::Tensor& a, const at::Tensor& a_alt,
                                const at::Tensor& a_inv_norm, const at::Tensor& b_inv_norm,
                                const at::Tensor& a_pos, const at::Tensor& b_pos,
                                const at::Tensor& scale, int64_t offset) {
-  check_strip_inputs(a, b, scale, offset);
-  detail::check_twin(a, a_alt, "a");
-  detail::check_twin(b, b_alt, "b");
-  detail::check_swap(a_swap, a, "a");
-  detail::check_swap(b_swap, b, "b");
-  const int64_t n = a.size(0), m = b.size(0);
-  detail::check_row_vector(a_inv_norm, n, a, "a_inv_norm");
-  detail::check_row_vector(a_pos, n, a, "a_pos");
-  detail::check_row_vector(b_inv_norm, m, a, "b_inv_norm");
-  detail::check_row_vector(b_pos, m, a, "b_pos");
-  TORCH_CHECK(scale.is_floating_point() && scale.device() == a.device(),
-              "strip: scale must be a floating point tensor on ", a.device());
+  check_strip_rows(a, a_alt, a_swap, b, b_alt, b_swap, a_inv_norm, b_inv_norm, scale, offset);
+  detail::check_row_vector(a_pos, a.size(0), a, "a_pos");
+  detail::check_row_vector(b_pos, b.size(0), a, "b_pos");
+}
+
+// The sigmoid strip's own arguments (docs/design.md section 2.6), after check_strip_rows.
+inline void check_sigmoid_strip_args(const at::Tensor& a, const at::Tensor& bias,
+                                      const c10::optional<at::Tensor>& g_row) {
+  TORCH_CHECK(bias.numel() == 1 && bias.is_floating_point() && bias.device() == a.device(),
+              "sigmoid_strip: bias must be a floating point tensor holding one value on ",
+              a.device(), ", got ", bias.scalar_type(), " ", bias.sizes(), " on ", bias.device());
+  if (g_row.has_value()) detail::check_row_vector(*g_row, a.size(0), a, "g_row");
 }
 
 inline void check_strip_stats(const at::Tensor& a, const at::Tensor& b, const at::Tensor& row_lse,

@@ -94,4 +94,18 @@ GAPOPS_HD T pair_grad_weight(T s, T dr, T dc, T row_lse, T col_lse, T g_row, T g
   return gp + gq;
 }
 
+// One pair of the sigmoid (SigLIP) loss (docs/design.md section 2.6) at z = s cos + bias with
+// label l = +1 (positive) or -1: returns the loss term softplus(-l z) = max(t, 0) + log1p(e^-|t|)
+// with t = -l z, and sets grad_weight = G = -l w sigmoid(t) (never 1 - sigmoid, which cancels to
+// nothing where the term is tiny). One exponential serves both: e = e^-|t| in [0, 1], and
+// sigmoid(t) = 1 / (1 + e) for t >= 0, e / (1 + e) otherwise. NaN in z gives NaN in both.
+template <typename T>
+GAPOPS_HD T sigmoid_pair(T z, bool positive, T w, T& grad_weight) {
+  const T t = positive ? -z : z;
+  const T e = fast_exp(t < T(0) ? t : -t);
+  const T sig = t >= T(0) ? T(1) / (T(1) + e) : e / (T(1) + e);
+  grad_weight = positive ? -(w * sig) : w * sig;
+  return (t > T(0) ? t : T(0)) + static_cast<T>(log1p(e));
+}
+
 }  // namespace gapops

@@ -8,44 +8,21 @@
 #include <tuple>
 
 #include "../common/strip_checks.h"
+#include "op_args.h"
 #include "strip_kernels.h"
 
 namespace gapops {
 namespace {
 
-void check_cpu(std::initializer_list<const at::Tensor*> tensors) {
-  for (const at::Tensor* t : tensors)
-    TORCH_CHECK(t->device().is_cpu(), "strip (cpu backend): every tensor must be on the CPU, got ",
-                t->device());
-}
-
-// A per-row vector as a contiguous array of the accumulation dtype (a copy only when needed).
-at::Tensor acc_vector(const at::Tensor& v, at::ScalarType acc) {
-  return v.to(acc).contiguous();
-}
-
-// The tensors StripInputs points into, kept alive for the duration of one op call.
+// The tensors the kernels point into, kept alive for the duration of one op call.
 struct Prepared {
   at::Tensor rho, sigma, a_pos, b_pos;
-};
 
-template <typename T>
-StripInputs<T> strip_inputs(const at::Tensor& a, const at::Tensor& a_alt,
-                            const c10::optional<at::Tensor>& a_swap, const at::Tensor& b,
-                            const at::Tensor& b_alt, const c10::optional<at::Tensor>& b_swap,
-                            const Prepared& p, const at::Tensor& scale, int64_t offset) {
-  return StripInputs<T>{RowSource<T>(a, a_alt, a_swap),
-                        RowSource<T>(b, b_alt, b_swap),
-                        p.rho.data_ptr<T>(),
-                        p.sigma.data_ptr<T>(),
-                        p.a_pos.data_ptr<T>(),
-                        p.b_pos.data_ptr<T>(),
-                        scale.item<T>(),
-                        a.size(0),
-                        b.size(0),
-                        a.size(1),
-                        offset};
-}
+  template <typename T>
+  Positives<T> positives() const {
+    return {a_pos.data_ptr<T>(), b_pos.data_ptr<T>()};
+  }
+};
 
 Prepared prepare(const at::Tensor& a_inv_norm, const at::Tensor& b_inv_norm,
                  const at::Tensor& a_pos, const at::Tensor& b_pos, at::ScalarType acc) {
@@ -66,10 +43,12 @@ std::tuple<at::Tensor, at::Tensor> strip_forward_cpu(
   const auto opts = a.options().dtype(acc);
   at::Tensor row_lse = at::empty({a.size(0)}, opts), col_lse = at::empty({b.size(0)}, opts);
   if (acc == at::kDouble) {
-    strip_forward_cpu_impl(strip_inputs<double>(a, a_alt, a_swap, b, b_alt, b_swap, p, scale, offset),
+    strip_forward_cpu_impl(strip_inputs<double>(a, a_alt, a_swap, b, b_alt, b_swap, p.rho, p.sigma, scale, offset),
+        p.positives<double>(),
                            row_lse.data_ptr<double>(), col_lse.data_ptr<double>());
   } else {
-    strip_forward_cpu_impl(strip_inputs<float>(a, a_alt, a_swap, b, b_alt, b_swap, p, scale, offset),
+    strip_forward_cpu_impl(strip_inputs<float>(a, a_alt, a_swap, b, b_alt, b_swap, p.rho, p.sigma, scale, offset),
+        p.positives<float>(),
                            row_lse.data_ptr<float>(), col_lse.data_ptr<float>());
   }
   return {row_lse, col_lse};
@@ -97,13 +76,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> strip_backward_cpu(
   double ds;
   if (acc == at::kDouble) {
     ds = strip_backward_cpu_impl(
-        strip_inputs<double>(a, a_alt, a_swap, b, b_alt, b_swap, p, scale, offset),
+        strip_inputs<double>(a, a_alt, a_swap, b, b_alt, b_swap, p.rho, p.sigma, scale, offset),
+        p.positives<double>(),
         rl.data_ptr<double>(), cl.data_ptr<double>(), gr.data_ptr<double>(),
         gc.data_ptr<double>(), deterministic, grad_a.data_ptr<double>(),
         grad_b.data_ptr<double>());
   } else {
     ds = strip_backward_cpu_impl(
-        strip_inputs<float>(a, a_alt, a_swap, b, b_alt, b_swap, p, scale, offset),
+        strip_inputs<float>(a, a_alt, a_swap, b, b_alt, b_swap, p.rho, p.sigma, scale, offset),
+        p.positives<float>(),
         rl.data_ptr<float>(), cl.data_ptr<float>(), gr.data_ptr<float>(), gc.data_ptr<float>(),
         deterministic, grad_a.data_ptr<float>(), grad_b.data_ptr<float>());
   }

@@ -26,11 +26,11 @@ constexpr int64_t kMergeColumns = 16384;  // columns per work item of the final 
 // sum of e^(x - M) over the terms other than the positive (tile_math.h, rel_lse_finalize).
 // Two sweeps over the tile: cosines and maxima, then both exponential sums from one read.
 template <typename T>
-void forward_tile(const StripInputs<T>& in, T* tile, Range rows, Range cols, T* row_m, T* row_s,
+void forward_tile(const StripInputs<T>& in, const Positives<T>& pos, T* tile, Range rows, Range cols, T* row_m, T* row_s,
                   T* col_m, T* col_s, T* cmax, T* rmax) {
   const T s = in.s;
   const T* sigma = in.sigma + cols.start;
-  const T* bp = in.b_pos + cols.start;
+  const T* bp = pos.b_pos + cols.start;
   col_m += cols.start;
   col_s += cols.start;
   std::copy(col_m, col_m + cols.size, cmax);
@@ -39,7 +39,7 @@ void forward_tile(const StripInputs<T>& in, T* tile, Range rows, Range cols, T* 
     T* c = tile + r * cols.size;
     const int64_t p = in.positive_in_tile(i, cols.start, cols.size);
     const int64_t left_end = p < 0 ? cols.size : p, right_start = p < 0 ? cols.size : p + 1;
-    const T rho = in.rho[i], ap = in.a_pos[i];
+    const T rho = in.rho[i], ap = pos.a_pos[i];
     T mx = cosines_and_maxima(c, sigma, bp, cmax, 0, left_end, rho, s, ap, row_m[r]);
     rmax[r] = cosines_and_maxima(c, sigma, bp, cmax, right_start, cols.size, rho, s, ap, mx);
   }
@@ -49,7 +49,7 @@ void forward_tile(const StripInputs<T>& in, T* tile, Range rows, Range cols, T* 
     const T* c = tile + r * cols.size;
     const int64_t p = in.positive_in_tile(i, cols.start, cols.size);
     const int64_t left_end = p < 0 ? cols.size : p, right_start = p < 0 ? cols.size : p + 1;
-    const T ap = in.a_pos[i], mx = rmax[r];
+    const T ap = pos.a_pos[i], mx = rmax[r];
     const T sum = exp_sums(c, bp, col_m, col_s, 0, left_end, s, ap, mx) +
                   exp_sums(c, bp, col_m, col_s, right_start, cols.size, s, ap, mx);
     row_s[r] = row_s[r] * fast_exp(row_m[r] - mx) + sum;
@@ -68,7 +68,8 @@ int64_t chunk_count(int64_t blocks, int64_t m, int64_t bytes_per_value) {
 }  // namespace
 
 template <typename T>
-void strip_forward_cpu_impl(const StripInputs<T>& in, T* row_lse, T* col_lse) {
+void strip_forward_cpu_impl(const StripInputs<T>& in, const Positives<T>& pos, T* row_lse,
+                            T* col_lse) {
   const int64_t n = in.n, m = in.m;
   const int64_t blocks = ceil_div(n, kRows), col_tiles = ceil_div(m, kCols);
   const int64_t chunks = chunk_count(blocks, m, sizeof(T));
@@ -91,7 +92,7 @@ void strip_forward_cpu_impl(const StripInputs<T>& in, T* row_lse, T* col_lse) {
           int64_t ldb;
           const T* B = in.B.block(cols.start, cols.size, buf.b, &ldb);
           tile_dots(A, lda, B, ldb, rows.size, cols.size, in.d, buf.tile);
-          forward_tile(in, buf.tile, rows, cols, row_m.data(), row_s.data(), cm, cs, cmax.data(),
+          forward_tile(in, pos, buf.tile, rows, cols, row_m.data(), row_s.data(), cm, cs, cmax.data(),
                        rmax.data());
         }
         for (int64_t r = 0; r < rows.size; ++r)
@@ -112,7 +113,9 @@ void strip_forward_cpu_impl(const StripInputs<T>& in, T* row_lse, T* col_lse) {
   });
 }
 
-template void strip_forward_cpu_impl<float>(const StripInputs<float>&, float*, float*);
-template void strip_forward_cpu_impl<double>(const StripInputs<double>&, double*, double*);
+template void strip_forward_cpu_impl<float>(const StripInputs<float>&, const Positives<float>&,
+                                            float*, float*);
+template void strip_forward_cpu_impl<double>(const StripInputs<double>&,
+                                             const Positives<double>&, double*, double*);
 
 }  // namespace gapops

@@ -1,5 +1,7 @@
-// The CPU strip's view of its arguments (docs/design.md section 2.1) and its tile geometry,
-// shared by the forward (strip_forward.cpp) and the backward (strip_backward.cpp).
+// The CPU strips' view of their common arguments (docs/design.md sections 2.1 and 2.6: routed
+// rows and columns, inverse norms, scale, positives' offset) and the tile geometry, shared by
+// the softmax strip (strip_forward.cpp, strip_backward.cpp) and the sigmoid strip
+// (sigmoid_strip.cpp) through the tile passes of tile_passes.h.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -36,8 +38,6 @@ struct StripInputs {
   RowSource<T> A, B;  // rows [n, d] and columns [m, d], routed
   const T* rho;       // a_inv_norm [n]
   const T* sigma;     // b_inv_norm [m]
-  const T* a_pos;     // [n]
-  const T* b_pos;     // [m]
   T s;                // scale
   int64_t n, m, d, offset;
 

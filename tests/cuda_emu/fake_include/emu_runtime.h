@@ -3,9 +3,9 @@
 // one after another, __syncthreads as a std::barrier over the block, __shared__ as function
 // statics (shared by the threads of the running block), warp shuffles through a block-wide
 // exchange (the kernels call them uniformly in every thread). The kernels use no atomics.
-// It checks indexing, masking, synchronization structure and the math (16-bit and TF32 rounding
-// included, see cuda_fp16.h, cuda_bf16.h, mma.h); not timing, not the real fragment layouts of
-// tensor cores, not races that a barrier-per-step schedule hides.
+// It checks indexing, masking, 16-byte packing, synchronization structure and the math (16-bit
+// rounding included, see cuda_fp16.h, cuda_bf16.h); not timing, not races that a
+// barrier-per-step schedule hides.
 #pragma once
 
 #include <barrier>
