@@ -98,6 +98,42 @@ def check_swap_mask(swap_mask, n: int, device: torch.device) -> None:
         raise ValueError(f"swap_mask is on {swap_mask.device} but the features are on {device}")
 
 
+def check_pair_ids(pair_ids, n: int, device: torch.device) -> None:
+    """None, or an integer tensor [N] on the features' device (pairs with equal IDs are positives
+    of each other)."""
+    if pair_ids is None:
+        return
+    if not isinstance(pair_ids, torch.Tensor):
+        raise TypeError(f"pair_ids must be an integer tensor of shape [N] or None, "
+                        f"got {type(pair_ids).__name__}")
+    if pair_ids.layout != torch.strided:
+        raise TypeError(f"pair_ids must be a dense (strided) tensor, got layout {pair_ids.layout}")
+    if pair_ids.dtype == torch.bool or pair_ids.is_floating_point() or pair_ids.is_complex():
+        raise TypeError(f"pair_ids must have an integer dtype (int64, int32, ...), "
+                        f"got {pair_ids.dtype}")
+    if tuple(pair_ids.shape) != (n,):
+        raise ValueError(f"pair_ids must have shape [N] = [{n}], got {tuple(pair_ids.shape)}")
+    if pair_ids.device != device:
+        raise ValueError(f"pair_ids is on {pair_ids.device} but the features are on {device}")
+
+
+def check_label_smoothing(label_smoothing) -> None:
+    """A real number in [0, 1], as torch.nn.functional.cross_entropy takes it."""
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real):
+        raise TypeError(f"label_smoothing must be a float in [0, 1], "
+                        f"got {type(label_smoothing).__name__}")
+    if not 0.0 <= float(label_smoothing) <= 1.0:  # NaN fails too
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+
+
+def check_deterministic(deterministic) -> None:
+    """True, False, or None (follow torch.are_deterministic_algorithms_enabled())."""
+    if deterministic is not None and not isinstance(deterministic, bool):
+        raise TypeError(f"deterministic must be True, False or None (None follows "
+                        f"torch.are_deterministic_algorithms_enabled()), got "
+                        f"{type(deterministic).__name__} {deterministic!r}")
+
+
 def check_reduction(reduction) -> None:
     if not isinstance(reduction, str) or reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")

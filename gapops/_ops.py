@@ -22,67 +22,95 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from . import _dispatch, _extension, _fused
+from . import _dispatch, _extension, _fused, _pair_ids
 from ._dtypes import accumulation_dtype
 
 
 @torch.library.custom_op("gapops::contrastive_loss_rows", mutates_args=())
 def contrastive_loss_rows(x: Tensor, y: Tensor, swap_mask: Optional[Tensor], scale: Tensor,
-                          normalize: bool, backend: str, deterministic: bool
-                          ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """x, y: [N, d] raw features; swap_mask: bool [N] or None; scale: 0-dim (accumulation dtype).
+                          normalize: bool, backend: str, deterministic: bool,
+                          pair_ids: Optional[Tensor] = None, label_smoothing: float = 0.0
+                          ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """x, y: [N, d] raw features; swap_mask: bool [N] or None; scale: 0-dim (accumulation dtype);
+    pair_ids: integer [N] or None; label_smoothing: ε in [0, 1] (design.md section 2.7).
 
-    Returns (loss_rows, row_lse, col_lse, inv_x, inv_y, pair_cos), each [N] in the accumulation
-    dtype; the last five are saved for backward.
+    Returns (loss_rows, row_lse, col_lse, inv_x, inv_y, pair_cos, excess), each [N] in the
+    accumulation dtype; the last six are saved for backward (excess: the targets' correction
+    E_i, zeros without pair_ids and smoothing).
     """
     forward, _ = _dispatch.strip_kernels(backend, deterministic)
     inv_x, inv_y = _fused.inverse_norms(x, normalize), _fused.inverse_norms(y, normalize)
     cos = _fused.pair_cosines(x, y, inv_x, inv_y)
-    row_lse, col_lse = forward(*_fused.strip_inputs(x, y, swap_mask, inv_x, inv_y, cos), scale, 0)
-    return 0.5 * (row_lse + col_lse), row_lse, col_lse, inv_x, inv_y, cos
+    strip = _fused.strip_inputs(x, y, swap_mask, inv_x, inv_y, cos)
+    row_lse, col_lse = forward(*strip, scale, 0)
+    if pair_ids is None and label_smoothing == 0:
+        return 0.5 * (row_lse + col_lse), row_lse, col_lse, inv_x, inv_y, cos, torch.zeros_like(cos)
+    a, b = _pair_ids.strip_sides(*strip[:8])
+    groups = _pair_ids.groups_of(pair_ids, x.shape[0], x.device)
+    row_ex, col_ex = _pair_ids.softmax_excess(groups, a, b, cos, cos, 0, label_smoothing,
+                                              deterministic)
+    rows, excess = _pair_ids.softmax_rows(row_lse, col_lse, row_ex, col_ex, scale)
+    return rows, row_lse, col_lse, inv_x, inv_y, cos, excess.to(cos.dtype)
 
 
 @contrastive_loss_rows.register_fake
-def _(x, y, swap_mask, scale, normalize, backend, deterministic):
+def _(x, y, swap_mask, scale, normalize, backend, deterministic, pair_ids=None,
+      label_smoothing=0.0):
     n = x.shape[0]
-    return tuple(x.new_empty(n, dtype=accumulation_dtype(x.dtype)) for _ in range(6))
+    return tuple(x.new_empty(n, dtype=accumulation_dtype(x.dtype)) for _ in range(7))
 
 
 @torch.library.custom_op("gapops::contrastive_loss_rows_backward", mutates_args=())
 def contrastive_loss_rows_backward(grad: Tensor, x: Tensor, y: Tensor, swap_mask: Optional[Tensor],
                                    scale: Tensor, row_lse: Tensor, col_lse: Tensor, inv_x: Tensor,
-                                   inv_y: Tensor, cos: Tensor, normalize: bool, backend: str,
-                                   deterministic: bool) -> tuple[Tensor, Tensor, Tensor]:
+                                   inv_y: Tensor, cos: Tensor, excess: Tensor, normalize: bool,
+                                   backend: str, deterministic: bool,
+                                   pair_ids: Optional[Tensor] = None, label_smoothing: float = 0.0
+                                   ) -> tuple[Tensor, Tensor, Tensor]:
     """grad: [N] upstream gradient of loss_rows. Returns (d x, d y, d scale)."""
     _, backward = _dispatch.strip_kernels(backend)
     half = 0.5 * grad.to(row_lse.dtype)
-    grad_a, grad_b, grad_scale = backward(*_fused.strip_inputs(x, y, swap_mask, inv_x, inv_y, cos),
-                                          scale, 0, row_lse, col_lse, half, half, deterministic)
+    strip = _fused.strip_inputs(x, y, swap_mask, inv_x, inv_y, cos)
+    grad_a, grad_b, grad_scale = backward(*strip, scale, 0, row_lse, col_lse, half, half,
+                                          deterministic)
+    grad_scale = grad_scale.reshape(())
+    if pair_ids is not None or label_smoothing != 0:
+        a, b = _pair_ids.strip_sides(*strip[:8])
+        groups = _pair_ids.groups_of(pair_ids, x.shape[0], x.device)
+        _pair_ids.add_softmax_gradients_(grad_a, grad_b, groups, a, b, 0, label_smoothing, scale,
+                                         half, deterministic)
+        grad_scale = grad_scale + _pair_ids.softmax_scale_correction(half, excess).to(
+            grad_scale.dtype)
     dx, dy = _fused.finish_gradients(grad_a, grad_b, x, y, swap_mask, inv_x, inv_y, normalize)
-    return dx, dy, grad_scale.reshape(()).to(scale.dtype)
+    return dx, dy, grad_scale.to(scale.dtype)
 
 
 @contrastive_loss_rows_backward.register_fake
-def _(grad, x, y, swap_mask, scale, row_lse, col_lse, inv_x, inv_y, cos, normalize, backend,
-      deterministic):
+def _(grad, x, y, swap_mask, scale, row_lse, col_lse, inv_x, inv_y, cos, excess, normalize,
+      backend, deterministic, pair_ids=None, label_smoothing=0.0):
     return torch.empty_like(x), torch.empty_like(y), scale.new_empty(())
 
 
 def _setup_context(ctx, inputs, output):
-    x, y, swap_mask, scale, normalize, backend, deterministic = inputs
-    _, row_lse, col_lse, inv_x, inv_y, cos = output
-    ctx.save_for_backward(x, y, swap_mask, scale, row_lse, col_lse, inv_x, inv_y, cos)
+    x, y, swap_mask, scale, normalize, backend, deterministic = inputs[:7]
+    pair_ids, label_smoothing = (tuple(inputs[7:]) + (None, 0.0)[len(inputs) - 7:])[:2]
+    _, row_lse, col_lse, inv_x, inv_y, cos, excess = output
+    ctx.save_for_backward(x, y, swap_mask, scale, row_lse, col_lse, inv_x, inv_y, cos, excess,
+                          pair_ids)
     ctx.config = (normalize, backend, deterministic)
-    ctx.mark_non_differentiable(row_lse, col_lse, inv_x, inv_y, cos)
+    ctx.label_smoothing = label_smoothing
+    ctx.mark_non_differentiable(row_lse, col_lse, inv_x, inv_y, cos, excess)
 
 
 def _backward(ctx, grad_loss, *_unused):
-    x, y, swap_mask, scale, row_lse, col_lse, inv_x, inv_y, cos = ctx.saved_tensors
+    x, y, swap_mask, scale, row_lse, col_lse, inv_x, inv_y, cos, excess, pair_ids = \
+        ctx.saved_tensors
     if grad_loss is None:
         grad_loss = torch.zeros_like(row_lse)
     dx, dy, ds = contrastive_loss_rows_backward(grad_loss, x, y, swap_mask, scale, row_lse,
-                                                col_lse, inv_x, inv_y, cos, *ctx.config)
-    return dx, dy, None, ds, None, None, None
+                                                col_lse, inv_x, inv_y, cos, excess, *ctx.config,
+                                                pair_ids, ctx.label_smoothing)
+    return dx, dy, None, ds, None, None, None, None, None
 
 
 contrastive_loss_rows.register_autograd(_backward, setup_context=_setup_context)
@@ -106,6 +134,22 @@ def _total(rows: Tensor) -> Tensor:
     return rows.sum(dtype=torch.float64).to(rows.dtype)
 
 
+def _sigmoid_pair_ids(pair_ids, x, y, swap_mask, inv_x, inv_y, scale, bias, weight, rows, grads,
+                      grad_scale, grad_bias, deterministic) -> tuple:
+    """The strip's outputs corrected for same-ID pairs (design.md section 2.7): rows (when
+    computed), grad_a / grad_b in place (when grads), and the scalars' gradients."""
+    a, b = _pair_ids.strip_sides(*_fused.routed_inputs(x, y, swap_mask, inv_x, inv_y))
+    delta, d_scale, d_bias = _pair_ids.sigmoid_corrections(
+        _pair_ids.pair_groups(pair_ids), a, b, 0, scale, bias, weight, rows.numel() > 0,
+        *(grads or (None, None)), deterministic=deterministic)
+    if rows.numel():
+        rows = (rows.to(torch.float64) + delta).to(rows.dtype)
+    if grads:
+        grad_scale = grad_scale.reshape(()) + d_scale.to(grad_scale.dtype)
+        grad_bias = grad_bias.reshape(()) + d_bias.to(grad_bias.dtype)
+    return rows, grad_scale, grad_bias
+
+
 def _acc_scalars(scale: Tensor, bias: Tensor, grad_scale: Tensor, grad_bias: Tensor) -> tuple:
     return grad_scale.reshape(()).to(scale.dtype), grad_bias.reshape(()).to(bias.dtype)
 
@@ -113,9 +157,10 @@ def _acc_scalars(scale: Tensor, bias: Tensor, grad_scale: Tensor, grad_bias: Ten
 @torch.library.custom_op("gapops::sigmoid_loss_total", mutates_args=())
 def sigmoid_loss_total(x: Tensor, y: Tensor, swap_mask: Optional[Tensor], scale: Tensor,
                        bias: Tensor, normalize: bool, backend: str, deterministic: bool,
-                       want_grads: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+                       want_grads: bool, pair_ids: Optional[Tensor] = None
+                       ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """x, y: [N, d] raw features; swap_mask: bool [N] or None; scale, bias: 0-dim (accumulation
-    dtype).
+    dtype); pair_ids: integer [N] or None (label +1 where the IDs are equal).
 
     Returns (total, dx, dy, d scale, d bias): the loss summed over every row and column (0-dim),
     and, when want_grads, its gradients (dx, dy [N, d] in the accumulation dtype, kept for
@@ -124,6 +169,10 @@ def sigmoid_loss_total(x: Tensor, y: Tensor, swap_mask: Optional[Tensor], scale:
     inv_x, inv_y = _fused.inverse_norms(x, normalize), _fused.inverse_norms(y, normalize)
     rows, grad_a, grad_b, grad_scale, grad_bias = _sigmoid_strip(
         x, y, swap_mask, inv_x, inv_y, scale, bias, backend, None, True, want_grads, deterministic)
+    if pair_ids is not None:
+        rows, grad_scale, grad_bias = _sigmoid_pair_ids(
+            pair_ids, x, y, swap_mask, inv_x, inv_y, scale, bias, None, rows,
+            (grad_a, grad_b) if want_grads else None, grad_scale, grad_bias, deterministic)
     if want_grads:
         grad_a, grad_b = _fused.finish_gradients(grad_a, grad_b, x, y, swap_mask, inv_x, inv_y,
                                                  normalize, cast=False)
@@ -131,7 +180,8 @@ def sigmoid_loss_total(x: Tensor, y: Tensor, swap_mask: Optional[Tensor], scale:
 
 
 @sigmoid_loss_total.register_fake
-def _(x, y, swap_mask, scale, bias, normalize, backend, deterministic, want_grads):
+def _(x, y, swap_mask, scale, bias, normalize, backend, deterministic, want_grads,
+      pair_ids=None):
     acc = accumulation_dtype(x.dtype)
     kept = x.shape[0] if want_grads else 0
     return (x.new_empty((), dtype=acc), x.new_empty((kept, x.shape[1]), dtype=acc),
@@ -153,7 +203,7 @@ def _backward_total(ctx, grad_total, *_unused):
                            "gradients; call it with want_grads=True to differentiate it")
     g = grad_total.to(dx.dtype)
     return ((g * dx).to(ctx.dtypes[0]), (g * dy).to(ctx.dtypes[1]), None, g * ds, g * db, None,
-            None, None, None)
+            None, None, None, None)
 
 
 sigmoid_loss_total.register_autograd(_backward_total, setup_context=_setup_total)
@@ -161,54 +211,64 @@ sigmoid_loss_total.register_autograd(_backward_total, setup_context=_setup_total
 
 @torch.library.custom_op("gapops::sigmoid_loss_rows", mutates_args=())
 def sigmoid_loss_rows(x: Tensor, y: Tensor, swap_mask: Optional[Tensor], scale: Tensor,
-                      bias: Tensor, normalize: bool, backend: str, deterministic: bool
-                      ) -> tuple[Tensor, Tensor, Tensor]:
+                      bias: Tensor, normalize: bool, backend: str, deterministic: bool,
+                      pair_ids: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
     """The loss of each image row against every column [N], and (inv_x, inv_y) [N] for backward,
     all in the accumulation dtype (arguments as sigmoid_loss_total)."""
     inv_x, inv_y = _fused.inverse_norms(x, normalize), _fused.inverse_norms(y, normalize)
     rows = _sigmoid_strip(x, y, swap_mask, inv_x, inv_y, scale, bias, backend, None, True, False,
                           deterministic)[0]
+    if pair_ids is not None:
+        rows = _sigmoid_pair_ids(pair_ids, x, y, swap_mask, inv_x, inv_y, scale, bias, None, rows,
+                                 None, None, None, deterministic)[0]
     return rows, inv_x, inv_y
 
 
 @sigmoid_loss_rows.register_fake
-def _(x, y, swap_mask, scale, bias, normalize, backend, deterministic):
+def _(x, y, swap_mask, scale, bias, normalize, backend, deterministic, pair_ids=None):
     return tuple(x.new_empty(x.shape[0], dtype=accumulation_dtype(x.dtype)) for _ in range(3))
 
 
 @torch.library.custom_op("gapops::sigmoid_loss_rows_backward", mutates_args=())
 def sigmoid_loss_rows_backward(grad: Tensor, x: Tensor, y: Tensor, swap_mask: Optional[Tensor],
                                scale: Tensor, bias: Tensor, inv_x: Tensor, inv_y: Tensor,
-                               normalize: bool, backend: str, deterministic: bool
+                               normalize: bool, backend: str, deterministic: bool,
+                               pair_ids: Optional[Tensor] = None
                                ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """grad: [N] upstream gradient of the rows. Returns (d x, d y, d scale, d bias)."""
-    _, grad_a, grad_b, grad_scale, grad_bias = _sigmoid_strip(
-        x, y, swap_mask, inv_x, inv_y, scale, bias, backend, grad.to(inv_x.dtype), False, True,
-        deterministic)
+    weight = grad.to(inv_x.dtype)
+    rows, grad_a, grad_b, grad_scale, grad_bias = _sigmoid_strip(
+        x, y, swap_mask, inv_x, inv_y, scale, bias, backend, weight, False, True, deterministic)
+    if pair_ids is not None:
+        _, grad_scale, grad_bias = _sigmoid_pair_ids(
+            pair_ids, x, y, swap_mask, inv_x, inv_y, scale, bias, weight, rows, (grad_a, grad_b),
+            grad_scale, grad_bias, deterministic)
     dx, dy = _fused.finish_gradients(grad_a, grad_b, x, y, swap_mask, inv_x, inv_y, normalize)
     return (dx, dy, *_acc_scalars(scale, bias, grad_scale, grad_bias))
 
 
 @sigmoid_loss_rows_backward.register_fake
-def _(grad, x, y, swap_mask, scale, bias, inv_x, inv_y, normalize, backend, deterministic):
+def _(grad, x, y, swap_mask, scale, bias, inv_x, inv_y, normalize, backend, deterministic,
+      pair_ids=None):
     return torch.empty_like(x), torch.empty_like(y), scale.new_empty(()), bias.new_empty(())
 
 
 def _setup_rows(ctx, inputs, output):
-    x, y, swap_mask, scale, bias, normalize, backend, deterministic = inputs
+    x, y, swap_mask, scale, bias, normalize, backend, deterministic = inputs[:8]
+    pair_ids = inputs[8] if len(inputs) > 8 else None
     _, inv_x, inv_y = output
-    ctx.save_for_backward(x, y, swap_mask, scale, bias, inv_x, inv_y)
+    ctx.save_for_backward(x, y, swap_mask, scale, bias, inv_x, inv_y, pair_ids)
     ctx.config = (normalize, backend, deterministic)
     ctx.mark_non_differentiable(inv_x, inv_y)
 
 
 def _backward_rows(ctx, grad_rows, *_unused):
-    x, y, swap_mask, scale, bias, inv_x, inv_y = ctx.saved_tensors
+    x, y, swap_mask, scale, bias, inv_x, inv_y, pair_ids = ctx.saved_tensors
     if grad_rows is None:
         grad_rows = torch.zeros_like(inv_x)
     dx, dy, ds, db = sigmoid_loss_rows_backward(grad_rows, x, y, swap_mask, scale, bias, inv_x,
-                                                inv_y, *ctx.config)
-    return dx, dy, None, ds, db, None, None, None
+                                                inv_y, *ctx.config, pair_ids)
+    return dx, dy, None, ds, db, None, None, None, None
 
 
 sigmoid_loss_rows.register_autograd(_backward_rows, setup_context=_setup_rows)

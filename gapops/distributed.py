@@ -51,7 +51,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from . import _dispatch, _fused
+from . import _dispatch, _fused, _pair_ids
 
 _DTYPE_CODES = {torch.float16: 1, torch.bfloat16: 2, torch.float32: 3, torch.float64: 4}
 _CODE_DTYPES = {v: k for k, v in _DTYPE_CODES.items()}
@@ -136,20 +136,26 @@ def _combine_column_stats(partial: Tensor, offset: int, n: int, group) -> Tensor
 # ---------------------------------------------------------------------------------------------
 # validation
 
-def _agree(a: Tensor, b: Tensor, scalars: tuple, group, function: str) -> list[int]:
+def _agree(a: Tensor, b: Tensor, scalars: tuple, group, function: str,
+           has_ids: bool = False) -> list[int]:
     """Checks that every rank passes compatible features; returns the local batch sizes.
 
-    One all_gather of 4 integers per rank; every rank sees the same table, so every rank raises
+    One all_gather of 5 integers per rank; every rank sees the same table, so every rank raises
     the same ValueError (instead of hanging in a later collective with mismatched shapes).
     """
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (a, b, *scalars))
     dev = a.device if dist.get_backend(group) != "gloo" else torch.device("cpu")
-    mine = torch.tensor([a.shape[0], a.shape[1], _DTYPE_CODES.get(a.dtype, 0), int(needs_grad)],
-                        dtype=torch.int64, device=dev)
+    mine = torch.tensor([a.shape[0], a.shape[1], _DTYPE_CODES.get(a.dtype, 0), int(needs_grad),
+                         int(has_ids)], dtype=torch.int64, device=dev)
     world = dist.get_world_size(group)
-    table = torch.empty(world * 4, dtype=torch.int64, device=dev)
+    table = torch.empty(world * 5, dtype=torch.int64, device=dev)
     _all_gather_flat(table, mine, group)
-    rows = table.view(world, 4).tolist()
+    rows = table.view(world, 5).tolist()
+    ids = [r[4] for r in rows]
+    if len(set(ids)) != 1:
+        raise ValueError(f"{function}(group=...): some ranks pass pair_ids and others do not "
+                         f"(rank -> pair_ids given: {dict(enumerate(map(bool, ids)))}); every "
+                         f"rank must pass its local pairs' IDs, or none")
     ds = [r[1] for r in rows]
     if len(set(ds)) != 1:
         raise ValueError(f"{function}(group=...): ranks disagree on the feature size d "
@@ -193,13 +199,19 @@ def _finish(grad_a, grad_b_all, x, y, swap_mask, inv_x, inv_y, normalize, counts
                                    normalize)
 
 
+def _global_groups(pair_ids, counts, group, device) -> _pair_ids.Groups:
+    """The ID groups of the global batch (pair_ids gathered like the positives' cosines)."""
+    ids_all = None if pair_ids is None else _gather_rows(pair_ids, counts, group)
+    return _pair_ids.groups_of(ids_all, sum(counts), device)
+
+
 # ---------------------------------------------------------------------------------------------
 # the differentiable ops
 
 class _DistributedRows(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, y, swap_mask, scale, normalize, backend, deterministic, group, counts,
-                rank):
+                rank, pair_ids, label_smoothing):
         forward, _ = _dispatch.strip_kernels(backend, deterministic)
         offset, n = sum(counts[:rank]), counts[rank]
         inv_x, inv_y = _fused.inverse_norms(x, normalize), _fused.inverse_norms(y, normalize)
@@ -209,26 +221,42 @@ class _DistributedRows(torch.autograd.Function):
         pos_all = _gather_rows(cos, counts, group)
         row_lse, col_part = forward(*strip, cos, pos_all, scale, offset)
         col_lse = _combine_column_stats(col_part, offset, n, group)
-        rows = 0.5 * (row_lse + col_lse[offset:offset + n])
+        ctx.groups = None
+        if pair_ids is None and label_smoothing == 0:
+            rows, excess = 0.5 * (row_lse + col_lse[offset:offset + n]), None
+        else:  # design.md 2.7: the column excess partials add up over ranks (N floats)
+            ctx.groups = _global_groups(pair_ids, counts, group, x.device)
+            a, b = _pair_ids.strip_sides(*strip)
+            row_ex, col_ex = _pair_ids.softmax_excess(ctx.groups, a, b, cos, pos_all, offset,
+                                                      label_smoothing, deterministic)
+            dist.all_reduce(col_ex, op=dist.ReduceOp.SUM, group=group)
+            rows, excess = _pair_ids.softmax_rows(row_lse, col_lse[offset:offset + n], row_ex,
+                                                  col_ex[offset:offset + n], scale)
         ctx.save_for_backward(x, y, swap_mask, scale, b_all, b_inv_all, pos_all, inv_x, inv_y,
-                              cos, row_lse, col_lse)
-        ctx.cfg = (normalize, backend, deterministic, group, counts, rank, offset)
+                              cos, row_lse, col_lse, excess)
+        ctx.cfg = (normalize, backend, deterministic, group, counts, rank, offset, label_smoothing)
         return rows
 
     @staticmethod
     def backward(ctx, grad):
         (x, y, swap_mask, scale, b_all, b_inv_all, pos_all, inv_x, inv_y, cos, row_lse,
-         col_lse) = ctx.saved_tensors
-        normalize, backend, deterministic, group, counts, rank, offset = ctx.cfg
+         col_lse, excess) = ctx.saved_tensors
+        normalize, backend, deterministic, group, counts, rank, offset, eps = ctx.cfg
         _, backward = _dispatch.strip_kernels(backend)
         strip = _local_rows(x, y, swap_mask, inv_x, inv_y, b_all, b_inv_all)
         half = 0.5 * grad.to(row_lse.dtype)
         half_all = _gather_rows(half, counts, group)
         grad_a, grad_b_all, ds = backward(*strip, cos, pos_all, scale, offset, row_lse, col_lse,
                                           half, half_all, deterministic)
+        if ctx.groups is not None:  # corrections of the local rows, and this rank's column share
+            a, b = _pair_ids.strip_sides(*strip)
+            _pair_ids.add_softmax_gradients_(grad_a, grad_b_all, ctx.groups, a, b, offset, eps,
+                                             scale, half_all, deterministic)
+            ds = ds.reshape(()) + _pair_ids.softmax_scale_correction(half, excess).to(ds.dtype)
         dx, dy = _finish(grad_a, grad_b_all, x, y, swap_mask, inv_x, inv_y, normalize, counts,
                          rank, group)
-        return dx, dy, None, ds.reshape(()).to(scale.dtype), None, None, None, None, None, None
+        return (dx, dy, None, ds.reshape(()).to(scale.dtype), None, None, None, None, None, None,
+                None, None)
 
 
 class _DistributedSigmoidTotal(torch.autograd.Function):
@@ -237,12 +265,21 @@ class _DistributedSigmoidTotal(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, y, swap_mask, scale, bias, normalize, backend, deterministic, group,
-                counts, rank, want_grads):
+                counts, rank, want_grads, pair_ids):
         strip = _dispatch.sigmoid_kernel(backend)
         inv_x, inv_y = _fused.inverse_norms(x, normalize), _fused.inverse_norms(y, normalize)
         args = _gathered_strip(x, y, swap_mask, inv_x, inv_y, counts, group)
-        rows, grad_a, grad_b_all, ds, db = strip(*args, scale, bias, sum(counts[:rank]), None,
-                                                 True, want_grads, deterministic)
+        offset = sum(counts[:rank])
+        rows, grad_a, grad_b_all, ds, db = strip(*args, scale, bias, offset, None, True,
+                                                 want_grads, deterministic)
+        if pair_ids is not None:  # design.md 2.7: same-ID pairs, local rows against all columns
+            groups = _global_groups(pair_ids, counts, group, x.device)
+            a, b = _pair_ids.strip_sides(*args)
+            grads = (grad_a, grad_b_all) if want_grads else (None, None)
+            delta, cs, cb = _pair_ids.sigmoid_corrections(groups, a, b, offset, scale, bias, None,
+                                                          True, *grads, deterministic)
+            rows = (rows.to(torch.float64) + delta).to(rows.dtype)
+            ds, db = ds.reshape(()) + cs.to(ds.dtype), db.reshape(()) + cb.to(db.dtype)
         ctx.save_for_backward(x, y, swap_mask, inv_x, inv_y, grad_a, grad_b_all, ds, db)
         ctx.cfg = (normalize, group, counts, rank, scale.dtype, bias.dtype)
         return rows.sum()
@@ -255,7 +292,7 @@ class _DistributedSigmoidTotal(torch.autograd.Function):
         dx, dy = _finish(grad_a * g, grad_b_all * g, x, y, swap_mask, inv_x, inv_y, normalize,
                          counts, rank, group)
         return (dx, dy, None, (g * ds).reshape(()).to(scale_dtype),
-                (g * db).reshape(()).to(bias_dtype), *([None] * 7))
+                (g * db).reshape(()).to(bias_dtype), *([None] * 8))
 
 
 class _DistributedSigmoidRows(torch.autograd.Function):
@@ -264,11 +301,19 @@ class _DistributedSigmoidRows(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, y, swap_mask, scale, bias, normalize, backend, deterministic, group,
-                counts, rank):
+                counts, rank, pair_ids):
         strip = _dispatch.sigmoid_kernel(backend)
         inv_x, inv_y = _fused.inverse_norms(x, normalize), _fused.inverse_norms(y, normalize)
         args = _gathered_strip(x, y, swap_mask, inv_x, inv_y, counts, group)
-        rows = strip(*args, scale, bias, sum(counts[:rank]), None, True, False, deterministic)[0]
+        offset = sum(counts[:rank])
+        rows = strip(*args, scale, bias, offset, None, True, False, deterministic)[0]
+        ctx.groups = None
+        if pair_ids is not None:
+            ctx.groups = _global_groups(pair_ids, counts, group, x.device)
+            delta = _pair_ids.sigmoid_corrections(ctx.groups, *_pair_ids.strip_sides(*args),
+                                                  offset, scale, bias,
+                                                  deterministic=deterministic)[0]
+            rows = (rows.to(torch.float64) + delta).to(rows.dtype)
         ctx.save_for_backward(x, y, swap_mask, scale, bias, inv_x, inv_y, args[3], args[7])
         ctx.cfg = (normalize, backend, deterministic, group, counts, rank)
         return rows
@@ -279,12 +324,18 @@ class _DistributedSigmoidRows(torch.autograd.Function):
         normalize, backend, deterministic, group, counts, rank = ctx.cfg
         strip = _dispatch.sigmoid_kernel(backend)
         args = _local_rows(x, y, swap_mask, inv_x, inv_y, b_all, b_inv_all)
-        _, grad_a, grad_b_all, ds, db = strip(*args, scale, bias, sum(counts[:rank]),
-                                              grad.to(inv_x.dtype), False, True, deterministic)
+        offset, weight = sum(counts[:rank]), grad.to(inv_x.dtype)
+        _, grad_a, grad_b_all, ds, db = strip(*args, scale, bias, offset, weight, False, True,
+                                              deterministic)
+        if ctx.groups is not None:
+            _, cs, cb = _pair_ids.sigmoid_corrections(ctx.groups, *_pair_ids.strip_sides(*args),
+                                                      offset, scale, bias, weight, False, grad_a,
+                                                      grad_b_all, deterministic)
+            ds, db = ds.reshape(()) + cs.to(ds.dtype), db.reshape(()) + cb.to(db.dtype)
         dx, dy = _finish(grad_a, grad_b_all, x, y, swap_mask, inv_x, inv_y, normalize, counts,
                          rank, group)
         return (dx, dy, None, ds.reshape(()).to(scale.dtype), db.reshape(()).to(bias.dtype),
-                *([None] * 6))
+                *([None] * 7))
 
 
 class _SumOverRanks(torch.autograd.Function):
@@ -310,7 +361,8 @@ def sum_over_ranks(x: Tensor, group) -> Tensor:
 
 
 def distributed_loss_rows(x: Tensor, y: Tensor, swap_mask, scale: Tensor, normalize: bool,
-                          backend: str, deterministic: bool, group) -> tuple[Tensor, int]:
+                          backend: str, deterministic: bool, group, pair_ids=None,
+                          label_smoothing: float = 0.0) -> tuple[Tensor, int]:
     """This rank's per-pair losses of the global batch, and the global batch size N.
 
     x, y: this rank's raw features [n_local, d]; swap_mask: bool [n_local] or None; scale: 0-dim,
@@ -320,15 +372,16 @@ def distributed_loss_rows(x: Tensor, y: Tensor, swap_mask, scale: Tensor, normal
     agree (ValueError on every rank otherwise). Every rank of ``group`` must call it, and, when
     gradients are needed, run the backward.
     """
-    group, rank, counts = _membership(x, y, (scale,), group, "contrastive_loss")
+    group, rank, counts = _membership(x, y, (scale,), group, "contrastive_loss", pair_ids)
     rows = _DistributedRows.apply(x, y, swap_mask, scale, normalize, backend,
-                                  bool(deterministic), group, counts, rank)
+                                  bool(deterministic), group, counts, rank, pair_ids,
+                                  float(label_smoothing))
     return rows, sum(counts)
 
 
 def distributed_sigmoid_terms(x: Tensor, y: Tensor, swap_mask, scale: Tensor, bias: Tensor,
                               normalize: bool, backend: str, deterministic: bool, group,
-                              per_row: bool) -> tuple[Tensor, int]:
+                              per_row: bool, pair_ids=None) -> tuple[Tensor, int]:
     """This rank's sigmoid loss (docs/design.md section 2.6): its rows against the columns of
     every rank, per row [n_local] (per_row) or summed (0-dim), and the global batch size N.
 
@@ -338,20 +391,21 @@ def distributed_sigmoid_terms(x: Tensor, y: Tensor, swap_mask, scale: Tensor, bi
     convention of the module doc: the local features receive the gradient of the sum over ranks
     of every rank's objective, logit_scale and logit_bias this rank's share.
     """
-    group, rank, counts = _membership(x, y, (scale, bias), group, "sigmoid_loss")
+    group, rank, counts = _membership(x, y, (scale, bias), group, "sigmoid_loss", pair_ids)
     det = bool(deterministic)
     if per_row:
         rows = _DistributedSigmoidRows.apply(x, y, swap_mask, scale, bias, normalize, backend,
-                                             det, group, counts, rank)
+                                             det, group, counts, rank, pair_ids)
         return rows, sum(counts)
     # _agree made every rank decide the same: gradients wanted everywhere or nowhere
     want_grads = torch.is_grad_enabled() and any(t.requires_grad for t in (x, y, scale, bias))
     total = _DistributedSigmoidTotal.apply(x, y, swap_mask, scale, bias, normalize, backend, det,
-                                           group, counts, rank, want_grads)
+                                           group, counts, rank, want_grads, pair_ids)
     return total, sum(counts)
 
 
-def _membership(x: Tensor, y: Tensor, scalars: tuple, group, function: str) -> tuple:
+def _membership(x: Tensor, y: Tensor, scalars: tuple, group, function: str,
+                pair_ids=None) -> tuple:
     """(group, this process's rank in it, every rank's local batch size), or a clear error."""
     if not (dist.is_available() and dist.is_initialized()):
         raise RuntimeError(f"{function}(group=...) needs torch.distributed to be initialized "
@@ -361,4 +415,4 @@ def _membership(x: Tensor, y: Tensor, scalars: tuple, group, function: str) -> t
     rank = dist.get_rank(group)
     if rank < 0:
         raise ValueError(f"{function}(group=...): this process is not a member of the group")
-    return group, rank, _agree(x, y, scalars, group, function)
+    return group, rank, _agree(x, y, scalars, group, function, pair_ids is not None)

@@ -56,6 +56,7 @@ class _LossModule(nn.Module):
         super().__init__()
         _checks.check_reduction(reduction)
         _checks.check_backend_name(backend)
+        _checks.check_deterministic(deterministic)
         from ._dispatch import known_backend
         known_backend(backend)
         if not isinstance(world_size, int) or world_size < 1:
@@ -110,17 +111,21 @@ class ContrastiveLoss(_LossModule):
       refused (gapops distributes over torch.distributed only).
 
     forward(image_features [N,d], text_features [N,d], logit_scale, logit_bias=None,
-    output_dict=False, swap_mask=None) returns the loss, or ``{"contrastive_loss": loss}``.
+    output_dict=False, swap_mask=None, pair_ids=None) returns the loss, or
+    ``{"contrastive_loss": loss}``; ``label_smoothing`` (keyword) and ``pair_ids`` as in
+    :func:`gapops.contrastive_loss`.
     """
 
     def __init__(self, local_loss: bool = False, gather_with_grad: bool = False,
                  cache_labels: bool = False, rank: int = 0, world_size: int = 1,
                  use_horovod: bool = False, *, normalize: bool = True, reduction: str = "mean",
                  backend: str = "auto", deterministic: Optional[bool] = None,
-                 distributed: bool = False, group=None):
+                 distributed: bool = False, group=None, label_smoothing: float = 0.0):
         super().__init__(rank, world_size, normalize=normalize, reduction=reduction,
                          backend=backend, deterministic=deterministic, distributed=distributed,
                          group=group)
+        _checks.check_label_smoothing(label_smoothing)
+        self.label_smoothing = float(label_smoothing)
         if use_horovod:
             raise ValueError("use_horovod=True is not supported: gapops distributes the loss over "
                              "torch.distributed (pass world_size/rank, or group=)")
@@ -134,10 +139,12 @@ class ContrastiveLoss(_LossModule):
         self.cache_labels = cache_labels
 
     def forward(self, image_features: Tensor, text_features: Tensor, logit_scale,
-                logit_bias=None, output_dict: bool = False, swap_mask: Optional[Tensor] = None):
+                logit_bias=None, output_dict: bool = False, swap_mask: Optional[Tensor] = None,
+                pair_ids: Optional[Tensor] = None):
         group = self._group()
         kw = dict(swap_mask=swap_mask, normalize=self.normalize, backend=self.backend,
-                  deterministic=self.deterministic, group=group)
+                  deterministic=self.deterministic, group=group, pair_ids=pair_ids,
+                  label_smoothing=self.label_smoothing)
         if group is not None and not self.gather_with_grad:
             # ClipLoss's default: features get dL/dx (not W dL/dx), logit_scale the full dL/ds
             import torch.distributed as dist
@@ -183,7 +190,8 @@ class SigmoidLoss(_LossModule):
     - ``cache_labels``: nothing to cache (no labels are built).
 
     forward(image_features [n,d], text_features [n,d], logit_scale, logit_bias, output_dict=False,
-    swap_mask=None) returns the loss, or ``{"contrastive_loss": loss}``; ``logit_bias=None`` is 0.
+    swap_mask=None, pair_ids=None) returns the loss, or ``{"contrastive_loss": loss}``;
+    ``logit_bias=None`` is 0; ``pair_ids`` as in :func:`gapops.sigmoid_loss`.
     """
 
     def __init__(self, cache_labels: bool = False, rank: int = 0, world_size: int = 1,
@@ -201,10 +209,11 @@ class SigmoidLoss(_LossModule):
         self.cache_labels, self.dist_impl, self.chunk_size = cache_labels, dist_impl, chunk_size
 
     def forward(self, image_features: Tensor, text_features: Tensor, logit_scale, logit_bias,
-                output_dict: bool = False, swap_mask: Optional[Tensor] = None):
+                output_dict: bool = False, swap_mask: Optional[Tensor] = None,
+                pair_ids: Optional[Tensor] = None):
         out, _ = sigmoid_local(image_features, text_features, logit_scale, logit_bias, swap_mask,
                                self.normalize, self.reduction, self.backend, self.deterministic,
-                               self._group(), caller="SigmoidLoss")
+                               self._group(), caller="SigmoidLoss", pair_ids=pair_ids)
         if self.reduction == "mean":  # SigLipLoss divides by the local batch size
             out = out / image_features.shape[0]
         return self._output(out, output_dict)
