@@ -113,14 +113,17 @@ def _loss_only(a, a_alt, a_swap, b, b_alt, b_swap, ainv, binv, scale, bias, offs
 
 def _weight_scale(dtype, scale, ainv, binv, w):
     """2^k (0-dim, on the device) mapping the bound |s| max rho max sigma max|w| of the fp16
-    weights into [2^14, 2^15); exactly 1 for the other dtypes. A NaN or infinite bound (NaN
-    inputs) gives 1, so that NaN stays confined to the gradients it belongs to."""
+    weights into [2^14, 2^15); exactly 1 for the other dtypes. The maxima skip NaN and infinite
+    entries (NaN inputs), so that NaN stays confined to the gradients it belongs to."""
     one = torch.ones((), dtype=scale.dtype, device=scale.device)
     if dtype != torch.float16:
         return one
-    wmax = one if w is None else w.abs().amax()
-    bound = scale.abs() * ainv.abs().amax() * binv.abs().amax() * wmax
-    bound = torch.where(torch.isfinite(bound), bound, one)
+
+    def finite_max(t):
+        return t.abs().nan_to_num(0.0, 0.0, 0.0).amax()
+
+    wmax = one if w is None else finite_max(w)
+    bound = finite_max(scale) * finite_max(ainv) * finite_max(binv) * wmax
     e = torch.floor(torch.log2(bound.clamp_min(1e-30)))
     return torch.exp2((14.0 - e).clamp(max=100.0))
 
