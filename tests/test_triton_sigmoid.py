@@ -12,7 +12,8 @@ import torch
 
 import gapops
 from gapops.reference import reference_sigmoid_strip
-from helpers import STRIPS, TOL, assert_close, device_for, make_strip, strip_args
+from helpers import (STRIPS, TOL, assert_close, device_for, make_strip, strip_args,
+                     tune_under_interpreter)
 
 pytestmark = pytest.mark.skipif(gapops.backends()["triton"] != "available",
                                 reason=f"triton: {gapops.backends()['triton']}")
@@ -166,38 +167,18 @@ def test_fp16_weights_below_subnormal():
     compare(got, want, 1e-2, 2e-2, floor / 1e-9)
 
 
-@pytest.fixture
-def tuning_under_interpreter(monkeypatch):
-    """The interpreter takes the autotuning path: two configs of different blocks run on the same
-    buffers; a stub timer makes the last one benchmarked win, so the smaller blocks' partials are
-    left behind in the buffers unless the launcher clears them."""
-    from gapops.triton import configs
-    if not gapops._dtypes.triton_interpreted():
-        pytest.skip("interpreter-only: on a GPU the real tuning path runs")
-    calls = []
-
-    def stub_bench(kernel_call, quantiles=None):
-        kernel_call()
-        calls.append(1)
-        t = 1.0 / len(calls)
-        return [t, t, t] if quantiles else t
-
-    cfg = configs._cfg
-    monkeypatch.setattr(configs.Tuning, "do_bench", stub_bench)
-    monkeypatch.setattr(configs.Tuning, "interpreter_configs", {
-        "fwd": [cfg(4, 1, BM=32, BN=32, BK=32), cfg(4, 1, BM=64, BN=64, BK=32)],
-        "gstrip": [cfg(4, 1, BM=32, BN=32, BK=32), cfg(4, 1, BM=64, BN=64, BK=32)],
-    })
-    monkeypatch.setattr(configs, "_tuners", {})
-    return calls
-
-
 @pytest.mark.parametrize("want_grads", [False, True])
-def test_first_tuned_call_is_right(tuning_under_interpreter, want_grads):
+def test_first_tuned_call_is_right(monkeypatch, want_grads):
+    """Two configs of different blocks tune on the same buffers (the smaller, benchmarked first,
+    loses and leaves partials the winner does not overwrite); the first call matches."""
+    from gapops.triton.configs import _cfg
+    calls = tune_under_interpreter(monkeypatch, {
+        "fwd": [_cfg(4, 1, BM=32, BN=32, BK=32), _cfg(4, 1, BM=64, BN=64, BK=32)],
+        "gstrip": [_cfg(4, 1, BM=32, BN=32, BK=32), _cfg(4, 1, BM=64, BN=64, BK=32)]})
     case = make_strip(100, 200, 32, 50, torch.float32, seed=12, device=DEV, swap_rows=True)
     got, want, floor = run(case, torch.float32, g=_weights(100), want_grads=want_grads)
     compare(got, want, 1e-5, 1e-4, floor)
-    assert len(tuning_under_interpreter) >= 2
+    assert len(calls) >= 2
 
 
 @pytest.mark.parametrize("want_grads", [False, True])

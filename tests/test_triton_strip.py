@@ -12,7 +12,7 @@ import torch
 
 import gapops
 from gapops.reference import reference_strip_backward, reference_strip_forward
-from helpers import assert_close, device_for, make_strip, strip_args
+from helpers import assert_close, device_for, make_strip, strip_args, tune_under_interpreter
 
 pytestmark = pytest.mark.skipif(gapops.backends()["triton"] != "available",
                                 reason=f"triton: {gapops.backends()['triton']}")
@@ -96,26 +96,12 @@ def tuning_under_interpreter(monkeypatch):
     """Makes the interpreter take the autotuning path: two configs of different BM run on the
     same buffers, with a stub timer under which the one benchmarked last (BM = 64) wins. The
     loser (BM = 32) has more programs, so it leaves partial rows the winner does not write."""
-    from gapops.triton import configs
-    if not gapops._dtypes.triton_interpreted():
-        pytest.skip("interpreter-only: on a GPU the real tuning path runs")
-    calls = []
-
-    def stub_bench(kernel_call, quantiles=None):
-        kernel_call()
-        calls.append(1)
-        t = 1.0 / len(calls)  # later configs are "faster"
-        return [t, t, t] if quantiles else t
-
-    cfg = configs._cfg
-    monkeypatch.setattr(configs.Tuning, "do_bench", stub_bench)
-    monkeypatch.setattr(configs.Tuning, "interpreter_configs", {
+    from gapops.triton.configs import _cfg as cfg
+    return tune_under_interpreter(monkeypatch, {
         "fwd": [cfg(4, 1, BM=32, BN=32, BK=32), cfg(4, 1, BM=64, BN=64, BK=32)],
         "fused": [cfg(4, 1, BM=32, BN=32, BK=32, BD=32), cfg(4, 1, BM=64, BN=64, BK=32, BD=32)],
         "gstrip": [cfg(4, 1, BM=32, BN=32, BK=32), cfg(4, 1, BM=64, BN=64, BK=32)],
     })
-    monkeypatch.setattr(configs, "_tuners", {})
-    return calls
 
 
 @pytest.mark.parametrize("shape", SHAPES)
