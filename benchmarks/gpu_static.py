@@ -41,7 +41,8 @@ from concurrent.futures import ProcessPoolExecutor
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-HOT = {"fwd_kernel", "gstrip_kernel", "fused_bwd_kernel"}
+HOT = {"fwd_kernel", "gstrip_kernel", "fused_bwd_kernel", "sigmoid_loss_kernel",
+       "sigmoid_gstrip_kernel"}
 _FEATURE_PTRS = {"a_ptr", "b_ptr", "w_ptr"}
 
 
@@ -59,8 +60,19 @@ def _kernels():
     from gapops.triton.backward_fused import fused_bwd_kernel
     from gapops.triton.backward_gstrip import gstrip_kernel
     from gapops.triton.forward import col_combine_kernel, fwd_kernel
+    from gapops.triton.sigmoid_kernels import sigmoid_gstrip_kernel, sigmoid_loss_kernel
     return [("fwd", fwd_kernel.fn), ("gstrip", gstrip_kernel.fn), ("fused", fused_bwd_kernel.fn),
-            ("combine", col_combine_kernel)]
+            ("combine", col_combine_kernel), ("sig_loss", sigmoid_loss_kernel.fn),
+            ("sig_gstrip", sigmoid_gstrip_kernel.fn)]
+
+
+# the sigmoid G-strip kernel launches with the softmax G strip's configs (gapops/triton/
+# sigmoid.py); the loss-only kernel has its own ('sig_loss') and routes columns as 'fwd' does
+CONFIG_KIND = {"sig_gstrip": "gstrip"}
+ROUTES_AS = {"sig_loss": "fwd", "sig_gstrip": "gstrip"}
+# the sigmoid G-strip kernel's epilogue constexprs: (HAS_G, WANT_LOSS) of the heaviest epilogue
+# (training with per-row weights, loss wanted) and the lightest
+SIGMOID_EPILOGUES = ((True, True), (False, False))
 
 
 # The variants every shipped config is compiled in: routing (swap) or not; an aligned shape
@@ -72,12 +84,15 @@ SHAPES = ((32768, 768), (1001, 97))
 DTYPES = {"16": (("fp16", "native"), ("bf16", "native")),
           "32": (("fp32", "ieee"), ("fp32", "tf32")),
           "64": (("fp64", "ieee"),)}
-PRODUCT_KINDS = ("fwd", "gstrip", "fused")  # kernels with a matrix-product main loop
+PRODUCT_KINDS = ("fwd", "gstrip", "fused", "sig_loss", "sig_gstrip")  # a matrix-product main loop
 
 
-def _variants(cls):
-    return [dict(swap=swap, n=n, d=d, dtype=dt, precision=prec)
+def _variants(cls, kind=None):
+    base = [dict(swap=swap, n=n, d=d, dtype=dt, precision=prec)
             for swap in (False, True) for n, d in SHAPES for dt, prec in DTYPES[cls]]
+    if kind != "sig_gstrip":
+        return base
+    return [dict(v, has_g=g, want_loss=wl) for v in base for g, wl in SIGMOID_EPILOGUES]
 
 
 def _jobs(extra):
@@ -89,14 +104,14 @@ def _jobs(extra):
             jobs.append(("combine", "32", dict(BLOCK=256), 4, 1,
                          dict(swap=False, n=32768, d=768, dtype="fp32", precision="ieee")))
             continue
-        for cls, cfgs in configs.CONFIGS[kind].items():
+        for cls, cfgs in configs.CONFIGS[CONFIG_KIND.get(kind, kind)].items():
             for c in cfgs:
-                for v in _variants(cls):
+                for v in _variants(cls, kind):
                     jobs.append((kind, cls, dict(c.kwargs), c.num_warps, c.num_stages, v))
     for spec in extra:
         kind, cls, js = spec.split(":", 2)
         meta = json.loads(js)
-        variant = meta.pop("variant", None) or _variants(cls)[0]
+        variant = meta.pop("variant", None) or _variants(cls, kind)[0]
         jobs.append((kind, cls, {k: v for k, v in meta.items() if k.isupper()},
                      meta.get("num_warps", 4), meta.get("num_stages", 2), variant))
     return jobs
@@ -111,7 +126,7 @@ def _launch_sizes(variant, meta):
     from gapops.triton.common import aligned_width
     n, d = variant["n"], variant["d"]
     width = aligned_width(d)
-    sizes = dict(n=n, m=n, d=width, r0=0, r1=n, offset=0, tune_bucket=0,
+    sizes = dict(n=n, m=n, d=width, r0=0, r1=n, offset=0, tune_bucket=0, n_split=1, sl0=n,
                  sa0=width, saa0=width, sb0=width, sba0=width, sw0=aligned_width(n))
     shape = dict(EVEN_MN=n % meta.get("BM", 1) == 0 and n % meta.get("BN", 1) == 0)
     if "BK" in meta:
@@ -132,12 +147,14 @@ def _signature(fn, cls: str, meta: dict, variant: dict, kind: str = "fwd"):
     consts = dict(meta)
     consts.update(shape)
     prec = "ieee" if variant["precision"] == "ieee" else "tf32"
-    col_routing = routes_columns_in_kernel(kind, getattr(torch, _TL[feat]), prec)
+    col_routing = routes_columns_in_kernel(ROUTES_AS.get(kind, kind), getattr(torch, _TL[feat]),
+                                           prec)
     consts.update(HAS_ASWAP=variant["swap"], HAS_BSWAP=variant["swap"] and col_routing,
                   ACC=tl.float64 if cls == "64" else tl.float32,
                   OPS=getattr(tl, _TL[feat]),
                   PREC=prec,
-                  MM=1 if cls == "64" else 0)
+                  MM=1 if cls == "64" else 0,
+                  HAS_G=variant.get("has_g", False), WANT_LOSS=variant.get("want_loss", True))
     sig, cx, attrs = {}, {}, {}
     for i, name in enumerate(fn.arg_names):
         if name in consts:
@@ -456,7 +473,8 @@ def _variant_label(r) -> str:
     if "dtype" not in r:
         return "-"
     return f"{'swap' if r['swap'] else 'plain'},d{r['d']},{r['dtype']}" + \
-        (f",{r['precision']}" if r["dtype"] == "fp32" else "")
+        (f",{r['precision']}" if r["dtype"] == "fp32" else "") + \
+        ("" if "has_g" not in r else f",{'G' if r['has_g'] else '-'}{'L' if r['want_loss'] else '-'}")
 
 
 def print_header():
@@ -484,7 +502,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cuda", action="store_true", help="also nvcc-compile csrc/cuda/strip.cu")
     ap.add_argument("--cuda-so", help="read the CUDA kernels from this built extension")
     ap.add_argument("--extra-config", action="append", default=[], metavar="KIND:CLASS:JSON")
-    ap.add_argument("--only", help="shipped configs of these kinds only (fwd,gstrip,fused,combine)")
+    ap.add_argument("--only", help="shipped configs of these kinds only (fwd,gstrip,fused,combine,sig_loss,sig_gstrip)")
     ap.add_argument("--classes", help="dtype classes only (16,32,64)")
     ap.add_argument("--json", help="also write the rows here")
     args = ap.parse_args(argv)

@@ -259,3 +259,27 @@ def model_loss_and_grads(model, crit, images, texts):
     loss.backward()
     grads = {k: p.grad.detach().clone() for k, p in model.named_parameters() if p.grad is not None}
     return float(loss.detach()), grads
+
+
+def tune_under_interpreter(monkeypatch, interpreter_configs):
+    """Makes the Triton interpreter take the autotuning path (gapops/triton/configs.py) with
+    ``interpreter_configs`` ({kind: [Config, ...]}) and a stub timer under which the config
+    benchmarked last wins, so earlier configs' leftovers sit in the live buffers (issue 10,
+    defect 1). Skips on a GPU, where the real tuning path runs. Returns the list of timed calls."""
+    import pytest
+
+    from gapops.triton import configs
+    if not triton_interpreted():
+        pytest.skip("interpreter-only: on a GPU the real tuning path runs")
+    calls = []
+
+    def stub_bench(kernel_call, quantiles=None):
+        kernel_call()
+        calls.append(1)
+        t = 1.0 / len(calls)  # later configs are "faster"
+        return [t, t, t] if quantiles else t
+
+    monkeypatch.setattr(configs.Tuning, "do_bench", stub_bench)
+    monkeypatch.setattr(configs.Tuning, "interpreter_configs", interpreter_configs)
+    monkeypatch.setattr(configs, "_tuners", {})
+    return calls

@@ -6,13 +6,14 @@ defect 1), fp16 weights below fp16's subnormal range (defect 2), bitwise repeata
 deterministic shape, and the shape switch. Runs under the Triton interpreter on the CPU
 (TRITON_INTERPRET=1, set by conftest.py) or on CUDA.
 """
+import dataclasses
+
 import pytest
 import torch
 
-
 import gapops
 from gapops.reference import reference_strip_backward, reference_strip_forward
-from helpers import assert_close, device_for, make_strip, strip_args
+from helpers import assert_close, device_for, make_strip, strip_args, tune_under_interpreter
 
 pytestmark = pytest.mark.skipif(gapops.backends()["triton"] != "available",
                                 reason=f"triton: {gapops.backends()['triton']}")
@@ -96,26 +97,12 @@ def tuning_under_interpreter(monkeypatch):
     """Makes the interpreter take the autotuning path: two configs of different BM run on the
     same buffers, with a stub timer under which the one benchmarked last (BM = 64) wins. The
     loser (BM = 32) has more programs, so it leaves partial rows the winner does not write."""
-    from gapops.triton import configs
-    if not gapops._dtypes.triton_interpreted():
-        pytest.skip("interpreter-only: on a GPU the real tuning path runs")
-    calls = []
-
-    def stub_bench(kernel_call, quantiles=None):
-        kernel_call()
-        calls.append(1)
-        t = 1.0 / len(calls)  # later configs are "faster"
-        return [t, t, t] if quantiles else t
-
-    cfg = configs._cfg
-    monkeypatch.setattr(configs.Tuning, "do_bench", stub_bench)
-    monkeypatch.setattr(configs.Tuning, "interpreter_configs", {
+    from gapops.triton.configs import _cfg as cfg
+    return tune_under_interpreter(monkeypatch, {
         "fwd": [cfg(4, 1, BM=32, BN=32, BK=32), cfg(4, 1, BM=64, BN=64, BK=32)],
         "fused": [cfg(4, 1, BM=32, BN=32, BK=32, BD=32), cfg(4, 1, BM=64, BN=64, BK=32, BD=32)],
         "gstrip": [cfg(4, 1, BM=32, BN=32, BK=32), cfg(4, 1, BM=64, BN=64, BK=32)],
     })
-    monkeypatch.setattr(configs, "_tuners", {})
-    return calls
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -187,8 +174,8 @@ def test_loss_deterministic_flag_follows_torch(monkeypatch):
         seen.append(args[16] if len(args) > 16 else kw.get("deterministic"))
         return ts.strip_backward(*args, **kw)
 
-    monkeypatch.setitem(_dispatch.BACKENDS, "triton", _dispatch.Backend(
-        "triton", ("cuda", "cpu"), _dispatch._triton_unavailable, lambda: (ts.strip_forward, spy)))
+    monkeypatch.setitem(_dispatch.BACKENDS, "triton", dataclasses.replace(
+        _dispatch.BACKENDS["triton"], kernels=lambda: (ts.strip_forward, spy)))
     x = torch.randn(10, 4, device=DEV, requires_grad=True)
     y = torch.randn(10, 4, device=DEV)
     prev = torch.are_deterministic_algorithms_enabled()

@@ -10,6 +10,11 @@
     forward.py          the forward kernel and the column-statistics combine
     backward_fused.py   backward shape (a): one kernel, relaxed fp32 atomics
     backward_gstrip.py  backward shape (b): a G-strip kernel and two matrix products
+    sigmoid_kernels.py  the sigmoid (SigLIP) strip's loss-only and G-strip kernels
+    sigmoid.py          the sigmoid strip's entry point ``sigmoid_strip`` (launchers)
+
+The public entry points are ``gapops.triton.strip.strip_forward`` / ``strip_backward`` and
+``gapops.triton.sigmoid.sigmoid_strip``.
 """
 from .strip import BWD_SHAPES, DEFAULT_BWD_SHAPE, strip_backward, strip_forward
 

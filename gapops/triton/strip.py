@@ -279,22 +279,43 @@ def gstrip_grid(rows: int, m: int, BM: int, BN: int) -> tuple:
     return check_grid((triton.cdiv(rows, BM) * triton.cdiv(m, BN),))
 
 
+def gstrip_plan(a, b, b_swap):
+    """The host plan of a G-strip pass over a's rows against b (shared by every G-strip kernel
+    family here): (R, b_chunks, w, min_bm, min_bn). R: the strip height; b_chunks: (c0, c1,
+    rows or None: route them) of B, whole without routing, else row chunks within the scratch
+    budget (B is needed whole for every strip's grad_a); w: the [R, m] weights' scratch, rows
+    padded to aligned_width(m) (aligned stores and cuBLAS operands); min_bm, min_bn: the
+    smallest blocks of the 'gstrip' configs (sizes of the per-tile partial buffers)."""
+    n, d = a.shape
+    m = b.shape[0]
+    R = min(_gstrip_rows(n, m, a.element_size()), n)
+    chunk = max(_GSTRIP_ROW_MULTIPLE, _gstrip_rows(m, d, a.element_size()))
+    b_chunks = [(0, m, b)] if b_swap is None else \
+        [(c0, min(c0 + chunk, m), None) for c0 in range(0, m, chunk)]
+    w = torch.empty((R, aligned_width(m)), dtype=a.dtype, device=a.device)[:, :m]
+    cls = configs.dtype_class(a.dtype)
+    min_bm = min(c.kwargs["BM"] for c in configs._configs("gstrip", cls))
+    min_bn = min(c.kwargs["BN"] for c in configs._configs("gstrip", cls))
+    return R, b_chunks, w, min_bm, min_bn
+
+
+def gstrip_products(da_r, db, ws, a, a_alt, a_swap, b, b_alt, b_swap, b_chunks, r0, r1):
+    """The two products of one G strip (rows r0..r1, weights ws [r1 - r0, m]):
+    da_r = ws @ B (routed) and db += ws^T @ A[r0:r1] (routed), fp32 (fp64) accumulation."""
+    da_r.zero_()
+    for c0, c1, bc in b_chunks:
+        _addmm_fp32(da_r, ws[:, c0:c1], bc if bc is not None else _routed(b, b_alt, b_swap,
+                                                                            c0, c1))
+    _addmm_fp32(db, ws.T, _routed(a, a_alt, a_swap, r0, r1))
+
+
 def _gstrip_backward(a, a_alt, a_swap, b, b_alt, b_swap, vecs, scale, offset, stats, wscale,
                      deterministic):
     n, d = a.shape
     m = b.shape[0]
     acc, dev = accumulation_dtype(a.dtype), a.device
     ptrs, strides, routing, width, _keep = _operands(a, a_alt, a_swap, b, b_alt, b_swap)
-    R = min(_gstrip_rows(n, m, a.element_size()), n)
-    # B is needed whole for every strip's grad_a: routed in row chunks within the same budget
-    chunk = max(_GSTRIP_ROW_MULTIPLE, _gstrip_rows(m, d, a.element_size()))
-    b_chunks = [(0, m, b)] if b_swap is None else \
-        [(c0, min(c0 + chunk, m), None) for c0 in range(0, m, chunk)]
-    # rows of W padded to aligned_width(m): aligned stores and cuBLAS operands
-    w = torch.empty((R, aligned_width(m)), dtype=a.dtype, device=dev)[:, :m]
-    cls = configs.dtype_class(a.dtype)
-    min_bm = min(c.kwargs["BM"] for c in configs._configs("gstrip", cls))
-    min_bn = min(c.kwargs["BN"] for c in configs._configs("gstrip", cls))
+    R, b_chunks, w, min_bm, min_bn = gstrip_plan(a, b, b_swap)
     da = torch.empty((n, d), dtype=acc, device=dev)
     db = torch.zeros((m, d), dtype=acc, device=dev)
     ds_parts = []
@@ -311,13 +332,8 @@ def _gstrip_backward(a, a_alt, a_swap, b, b_alt, b_swap, vecs, scale, offset, st
                 configs.tune_bucket(n, m), *strides, w.stride(0))
         configs.launch("gstrip", gstrip_kernel, grid, args, consts, a.dtype, n * m,
                        fixed=deterministic, zero_on_retune=(dsp,))
-        ws = w[: r1 - r0]
-        da_r = da[r0:r1]
-        da_r.zero_()
-        for c0, c1, bc in b_chunks:
-            _addmm_fp32(da_r, ws[:, c0:c1], bc if bc is not None else _routed(b, b_alt, b_swap,
-                                                                                c0, c1))
-        _addmm_fp32(db, ws.T, _routed(a, a_alt, a_swap, r0, r1))
+        gstrip_products(da[r0:r1], db, w[: r1 - r0], a, a_alt, a_swap, b, b_alt, b_swap,
+                        b_chunks, r0, r1)
         ds_parts.append(dsp.sum())
     unscale = 1.0 / wscale
     da.mul_(unscale)
