@@ -173,7 +173,7 @@ def test_first_tuned_call_is_right(monkeypatch, want_grads):
     loses and leaves partials the winner does not overwrite); the first call matches."""
     from gapops.triton.configs import _cfg
     calls = tune_under_interpreter(monkeypatch, {
-        "sig_loss": [_cfg(4, 1, BM=32, BN=32, BK=32), _cfg(4, 1, BM=64, BN=64, BK=32)],
+        "fwd": [_cfg(4, 1, BM=32, BN=32, BK=32), _cfg(4, 1, BM=64, BN=64, BK=32)],
         "gstrip": [_cfg(4, 1, BM=32, BN=32, BK=32), _cfg(4, 1, BM=64, BN=64, BK=32)]})
     case = make_strip(100, 200, 32, 50, torch.float32, seed=12, device=DEV, swap_rows=True)
     got, want, floor = run(case, torch.float32, g=_weights(100), want_grads=want_grads)

@@ -45,14 +45,6 @@ CONFIGS = {
         "32": [_cfg(8, 3, BM=128, BN=64, BK=32), _cfg(4, 3, BM=64, BN=64, BK=32)],
         "64": [_cfg(4, 2, BM=32, BN=32, BK=4)],
     },
-    # the sigmoid strip's loss-only kernel (sigmoid.py): the forward's configs, but for fp32 one
-    # of 64 x 64 blocks: the forward's 128 x 64 with 8 warps spilled 144 bytes there with IEEE
-    # products, 64 x 64 with 4 warps did not (gpu_static.py, Triton 3.8.0, 2026-12-03)
-    "sig_loss": {
-        "16": [_cfg(8, 3, BM=64, BN=128, BK=64), _cfg(8, 3, BM=128, BN=64, BK=64)],
-        "32": [_cfg(4, 3, BM=64, BN=64, BK=32)],
-        "64": [_cfg(4, 2, BM=32, BN=32, BK=8)],
-    },
     "fused": {
         "16": [_cfg(8, 3, BM=64, BN=128, BK=64, BD=64), _cfg(8, 2, BM=128, BN=64, BK=64, BD=64)],
         # no fp32 configs: on a GPU fp32 runs the G strip (strip.effective_bwd_shape); the
@@ -66,7 +58,6 @@ INTERPRETER = {
     "fwd": _cfg(4, 1, BM=64, BN=64, BK=64),
     "gstrip": _cfg(4, 1, BM=64, BN=64, BK=64),
     "fused": _cfg(4, 1, BM=64, BN=64, BK=64, BD=64),
-    "sig_loss": _cfg(4, 1, BM=64, BN=64, BK=64),
 }
 
 

@@ -13,9 +13,8 @@
 
 Both are deterministic by construction (no atomics, fixed summation orders); deterministic=True
 also pins the first config, so that the bits do not depend on what the autotuner picked. The
-kernels are launched through ``configs.launch``: the loss kernel with its own configs (kind
-'sig_loss': the forward's, but smaller fp32 blocks), the G-strip kernel with the softmax G
-strip's (kind 'gstrip').
+kernels are launched through ``configs.launch`` with the softmax kernels' configs of the same
+shape: the loss kernel with kind 'fwd', the G-strip kernel with kind 'gstrip'.
 
 fp16 weights: |G_ij| <= |w_i|, so |W| <= |s| max rho max sigma max|w|; fp16 W is multiplied by
 the power of two 2^k (on the device: no host sync) that maps this bound into [2^14, 2^15), so
@@ -111,8 +110,8 @@ def _loss_only(a, a_alt, a_swap, b, b_alt, b_swap, ainv, binv, scale, bias, offs
 
     args = (*ptrs, ainv, binv, scale, bias, lossp, n, m, width, offset, n_split,
             configs.tune_bucket(n, m), *strides)
-    configs.launch("sig_loss", sigmoid_loss_kernel, grid, args, {**consts, **routing}, a.dtype, n * m,
-                   fixed=deterministic)
+    configs.launch("fwd", sigmoid_loss_kernel, grid, args, {**consts, **routing}, a.dtype,
+                   n * m, fixed=deterministic)
     return lossp.sum(0)
 
 
