@@ -152,8 +152,8 @@ def _with_grads(a, a_alt, a_swap, b, b_alt, b_swap, ainv, binv, scale, bias, off
         # partials are zeroed: a config of larger blocks leaves some entries unwritten
         lossp = torch.zeros((triton.cdiv(m, min_bn), R) if want_loss else (1, 1), dtype=acc,
                             device=dev)
-        dsp = torch.zeros(tiles, dtype=acc, device=dev)
-        dbp = torch.zeros(tiles, dtype=acc, device=dev)
+        dsp = torch.zeros(tiles, dtype=torch.float64, device=dev)  # summed in float64, rounded once
+        dbp = torch.zeros(tiles, dtype=torch.float64, device=dev)
 
         def grid(meta, rows=r1 - r0):
             return gstrip_grid(rows, m, meta["BM"], meta["BN"])
@@ -172,4 +172,5 @@ def _with_grads(a, a_alt, a_swap, b, b_alt, b_swap, ainv, binv, scale, bias, off
     unscale = 1.0 / wscale
     grad_a.mul_(unscale)
     grad_b.mul_(unscale)
-    return row_loss, grad_a, grad_b, torch.stack(ds_parts).sum(), torch.stack(db_parts).sum()
+    return (row_loss, grad_a, grad_b, torch.stack(ds_parts).sum().to(acc),
+            torch.stack(db_parts).sum().to(acc))

@@ -141,5 +141,13 @@ def sigmoid_gstrip_kernel(a_ptr, aalt_off, aswap_ptr, b_ptr, balt_off, bswap_ptr
         if not EVEN_MN:
             sp = tl.where(live, sp, 0.0)
         tl.store(lossp_ptr + cb.to(tl.int64) * sl0 + (rows - r0), tl.sum(sp, axis=1), mask=rmask)
-    tl.store(dsp_ptr + pid, tl.sum(tl.sum(G * cos, axis=1), axis=0))
-    tl.store(dbp_ptr + pid, tl.sum(tl.sum(G, axis=1), axis=0))
+    # grad_scale and grad_bias partials: the negatives' terms summed per row in the accumulation
+    # dtype, the positive's term (G ~ -1, far larger, and of either sign times cos) and the rows
+    # in float64, as the CPU strip does: the positives cancel each other across rows
+    gc = G * cos
+    ds_rows = tl.sum(tl.where(pos, 0.0, gc), axis=1).to(tl.float64)
+    db_rows = tl.sum(tl.where(pos, 0.0, G), axis=1).to(tl.float64)
+    ds_rows += tl.sum(tl.where(pos, gc, 0.0).to(tl.float64), axis=1)
+    db_rows += tl.sum(tl.where(pos, G, 0.0).to(tl.float64), axis=1)
+    tl.store(dsp_ptr + pid, tl.sum(ds_rows, axis=0))
+    tl.store(dbp_ptr + pid, tl.sum(db_rows, axis=0))
