@@ -109,8 +109,8 @@ class _Quiet:
 
 
 def _train_job(name, arm_index, seed, scale, device, backend, ckpt_dir, resume, threads):
-    """One (arm, seed) training run in a worker process (forked: the study is looked up again
-    by name, so nothing unpicklable crosses)."""
+    """One (arm, seed) training run in a worker process (the study is looked up again by name,
+    so nothing unpicklable crosses)."""
     torch.set_num_threads(threads)
     study = get_study(name)
     return _run_train(study, study.arms[arm_index], seed, scale, device, backend, ckpt_dir,
@@ -119,14 +119,20 @@ def _train_job(name, arm_index, seed, scale, device, backend, ckpt_dir, resume, 
 
 def _train_parallel(study, seed_list, scale, device, backend, ckpt_dir, resume, bar,
                     jobs) -> dict:
-    """{arm name: [result per seed]} of every (arm, seed) run over ``jobs`` forked processes.
+    """{arm name: [result per seed]} of every (arm, seed) run over ``jobs`` worker processes.
     Each run seeds itself (data and init are functions of the seed), so the results are those
     of the serial loop."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
     threads = torch.get_num_threads()
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+    # forkserver, not fork: a fork of a process whose OpenMP pool already has threads (torch
+    # ran with > 1 thread, e.g. earlier in a test session) deadlocks in the child. The server
+    # is one single-threaded process per session with this module preloaded, so each worker
+    # is a cheap fork of it.
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    with ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
         futures = {(arm.name, s): pool.submit(_train_job, study.name, i, s, scale, device,
                                               backend, ckpt_dir, resume, threads)
                    for s in seed_list for i, arm in enumerate(study.arms)}
@@ -241,7 +247,7 @@ def run_study(name: str, scale: str = "quick", seed: int = 0, seeds: int = 3,
     ``outcome`` is 'reproduced', 'contradicted' or 'inconclusive' from the check's confidence
     intervals (``reproduced``: whether it is the first), None for the tiny size (a smoke test)
     and for examples. A study's own ``replicates`` count replaces ``seeds``. ``jobs`` > 1
-    trains the (arm, seed) runs of a training study in that many forked processes (CPU only;
+    trains the (arm, seed) runs of a training study in that many worker processes (CPU only;
     same results as ``jobs=1``).
     """
     study = get_study(name)
