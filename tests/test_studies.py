@@ -167,6 +167,14 @@ def test_swap_study_order_std_and_resume_of_a_finished_run(tmp_path):
     assert [a["final"] for a in again["arms"]] == [a["final"] for a in first["arms"]]
 
 
+def test_two_worker_processes_give_the_serial_results(tmp_path):
+    kw = dict(scale="tiny", seeds=2, progress=False, plot=False, echo=None)
+    serial = run_study("mismatch", out=tmp_path / "serial", jobs=1, **kw)
+    forked = run_study("mismatch", out=tmp_path / "forked", jobs=2, **kw)
+    assert [a["per_seed"] for a in forked["arms"]] == [a["per_seed"] for a in serial["arms"]]
+    assert [s["seed"] for s in forked["arms"][-1]["per_seed"]] == [0, 1]
+
+
 def test_cli_list_and_run(tmp_path, capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out

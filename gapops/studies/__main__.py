@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -35,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, default=None,
                      help="torch CPU threads (default: 1 for --quick/--tiny on the CPU, where "
                           "the ops are too small to gain from more; else torch's choice)")
+    run.add_argument("--jobs", type=int, default=None,
+                     help="worker processes for the (arm, seed) training runs (default: 2 for "
+                          "--quick on the CPU, else 1); results equal those of --jobs 1")
     run.add_argument("--no-plot", action="store_true", help="skip the figures")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -69,11 +73,13 @@ def main(argv=None) -> int:
     except KeyError as e:
         print(e.args[0], file=sys.stderr)
         return 2
+    jobs = args.jobs or (min(2, os.cpu_count() or 1) if args.device == "cpu" and scale == "quick"
+                         else 1)
     t0, verdicts = time.perf_counter(), []
     for n in names:
         r = run_study(n, scale=scale, seed=args.seed, seeds=args.seeds, out=args.out,
                       resume=args.resume, device=args.device, backend=args.backend,
-                      progress=not args.no_progress, plot=not args.no_plot)
+                      progress=not args.no_progress, plot=not args.no_plot, jobs=jobs)
         verdicts.append((n, verdict_tag(r), r["wall_s"]))
         print()
     if len(names) > 1:

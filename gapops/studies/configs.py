@@ -290,7 +290,7 @@ STUDIES = [
           "synthetic",
           [Arm(f"tau={t:g}", train={"temperature": "fixed", "tau": t}) for t in FLT_TAUS],
           _check_temperature, bars=("gap", "t2i_r1", "class_probe"),
-          sizes={"quick": {"train": {"epochs": 25}}}),
+          sizes={"quick": {"train": {"epochs": 12}}}),
     Study("shift", LIANG,
           "shifting pretrained CLIP embeddings along the gap (held-out MSCOCO pairs, batch 50): "
           "at CLIP's tau = 1/100 the loss is lowest at the current gap (lambda = 0); as tau "
@@ -306,7 +306,7 @@ STUDIES = [
           [Arm(f"tau={t:g}", train={"eval_tau": t}) for t in (0.01, 0.1, 1.0)],
           _check_shift_toy, kind="shift", bars=("argmin_lambda", "loss_shift_min"),
           train={"temperature": "fixed", "tau": 0.01},
-          sizes={"quick": {"train": {"epochs": 30}}}, example=True),
+          sizes={"quick": {"train": {"epochs": 20}}}, example=True),
     Study("mismatch", YARAS,
           "with a learnable tau (their mechanism: the mismatch and tau are coupled) the final "
           "gap grows with the fraction of mismatched pairs",
@@ -381,7 +381,7 @@ STUDIES = [
           "against -1/log(t)^2 is close to a straight line",
           "synthetic", [Arm("learnable tau")], _check_closing, kind="closing",
           bars=("gap", "tau"), train={**_CLIP_TAU_KW, "probe": False},
-          sizes={"quick": {"train": {"epochs": 30}}}),
+          sizes={"quick": {"train": {"epochs": 20}}}),
     Study("sigmoid", OURS,
           "the sigmoid (SigLIP) loss, learnable scale and bias from open_clip's init (log 10, "
           "-10), on the same towers and data as the softmax loss, also leaves a modality gap",

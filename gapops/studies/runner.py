@@ -101,6 +101,50 @@ def _run_shift_seed(study, seed, scale, device, backend, ckpt_dir, resume, bar) 
             for arm in study.arms]
 
 
+class _Quiet:
+    """A progress bar that shows nothing (the worker processes' runs)."""
+
+    def update(self, n: int = 1, **postfix) -> None:
+        pass
+
+
+def _train_job(name, arm_index, seed, scale, device, backend, ckpt_dir, resume, threads):
+    """One (arm, seed) training run in a worker process (the study is looked up again by name,
+    so nothing unpicklable crosses)."""
+    torch.set_num_threads(threads)
+    study = get_study(name)
+    return _run_train(study, study.arms[arm_index], seed, scale, device, backend, ckpt_dir,
+                      resume, _Quiet())
+
+
+def _train_parallel(study, seed_list, scale, device, backend, ckpt_dir, resume, bar,
+                    jobs) -> dict:
+    """{arm name: [result per seed]} of every (arm, seed) run over ``jobs`` worker processes.
+    Each run seeds itself (data and init are functions of the seed), so the results are those
+    of the serial loop."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    threads = torch.get_num_threads()
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    # forkserver, not fork: a fork of a process whose OpenMP pool already has threads (torch
+    # ran with > 1 thread, e.g. earlier in a test session) deadlocks in the child. The server
+    # is one single-threaded process per session with this module preloaded, so each worker
+    # is a cheap fork of it.
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    with ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
+        futures = {(arm.name, s): pool.submit(_train_job, study.name, i, s, scale, device,
+                                              backend, ckpt_dir, resume, threads)
+                   for s in seed_list for i, arm in enumerate(study.arms)}
+        runs = {arm.name: [] for arm in study.arms}
+        for s in seed_list:
+            for arm in study.arms:
+                r = futures[(arm.name, s)].result()
+                runs[arm.name].append(r)
+                bar.update(len(r["history"]), arm=arm.name, seed=s)
+    return runs
+
+
 FOLDS = 5  # init_gap: the 500 bundled pairs as 5 disjoint folds of 100
 
 
@@ -195,14 +239,16 @@ def _write_json(obj: dict, path: Path) -> None:
 def run_study(name: str, scale: str = "quick", seed: int = 0, seeds: int = 3,
               out="results", resume: bool = False, device: str = "cpu", backend: str = "auto",
               progress: bool = True, plot: bool = True,
-              echo: Optional[Callable[[str], None]] = print) -> dict:
+              echo: Optional[Callable[[str], None]] = print, jobs: int = 1) -> dict:
     """Run study ``name`` at ``scale`` ('tiny', 'quick' or 'full') over seeds seed..seed+seeds-1.
 
     Writes OUT/NAME.json (the returned dict) and OUT/NAME.png, keeps per-run checkpoints in
     OUT/ckpt/NAME/ (``resume=True`` picks them up), and prints a table through ``echo``.
     ``outcome`` is 'reproduced', 'contradicted' or 'inconclusive' from the check's confidence
     intervals (``reproduced``: whether it is the first), None for the tiny size (a smoke test)
-    and for examples. A study's own ``replicates`` count replaces ``seeds``.
+    and for examples. A study's own ``replicates`` count replaces ``seeds``. ``jobs`` > 1
+    trains the (arm, seed) runs of a training study in that many worker processes (CPU only;
+    same results as ``jobs=1``).
     """
     study = get_study(name)
     out = Path(out)
@@ -218,7 +264,11 @@ def run_study(name: str, scale: str = "quick", seed: int = 0, seeds: int = 3,
     bar = _Bar(units, name, progress)
     t0 = time.perf_counter()
     runs = {arm.name: [] for arm in study.arms}
-    for s in seed_list:
+    parallel = jobs > 1 and device == "cpu" and study.kind in ("train", "early", "closing")
+    if parallel:
+        runs = _train_parallel(study, seed_list, scale, device, backend, ckpt_dir, resume, bar,
+                               jobs)
+    for s in ([] if parallel else seed_list):
         if study.kind == "real_shift":
             data_kw = study.resolve(scale, Arm("base"))[0]
             taus = [a.train["eval_tau"] for a in study.arms]
