@@ -266,34 +266,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> strip_backward_cuda(
   return {grad_a, grad_b, grad_scale};
 }
 
-// The sigmoid strip's own arguments (its features, norms, scale and offset are checked by
-// check_strip_inputs' first overload and the shared helpers).
-void check_sigmoid_inputs(const at::Tensor& a, const at::Tensor& a_alt, const OptTensor& a_swap,
-                          const at::Tensor& b, const at::Tensor& b_alt, const OptTensor& b_swap,
-                          const at::Tensor& a_inv_norm, const at::Tensor& b_inv_norm,
-                          const at::Tensor& scale, const at::Tensor& bias, int64_t offset,
-                          const OptTensor& g_row) {
-  check_strip_inputs(a, b, scale, offset);
-  detail::check_twin(a, a_alt, "a");
-  detail::check_twin(b, b_alt, "b");
-  detail::check_swap(a_swap, a, "a");
-  detail::check_swap(b_swap, b, "b");
-  detail::check_row_vector(a_inv_norm, a.size(0), a, "a_inv_norm");
-  detail::check_row_vector(b_inv_norm, b.size(0), a, "b_inv_norm");
-  TORCH_CHECK(scale.is_floating_point() && scale.device() == a.device(),
-              "strip: scale must be a floating point tensor on ", a.device());
-  TORCH_CHECK(bias.numel() == 1 && bias.is_floating_point() && bias.device() == a.device(),
-              "strip: bias must be one floating point value on ", a.device());
-  if (g_row.has_value()) detail::check_row_vector(*g_row, a.size(0), a, "g_row");
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> sigmoid_strip_cuda(
     const at::Tensor& a, const at::Tensor& a_alt, const OptTensor& a_swap, const at::Tensor& b,
     const at::Tensor& b_alt, const OptTensor& b_swap, const at::Tensor& a_inv_norm,
     const at::Tensor& b_inv_norm, const at::Tensor& scale, const at::Tensor& bias, int64_t offset,
     const OptTensor& g_row, bool want_loss, bool want_grads, bool /*deterministic: always*/) {
-  check_sigmoid_inputs(a, a_alt, a_swap, b, b_alt, b_swap, a_inv_norm, b_inv_norm, scale, bias,
-                       offset, g_row);
+  check_strip_rows(a, a_alt, a_swap, b, b_alt, b_swap, a_inv_norm, b_inv_norm, scale, offset);
+  check_sigmoid_strip_args(a, bias, g_row);
   const at::cuda::OptionalCUDAGuard guard(a.device());
   const Sides x(a, a_alt, a_swap, b, b_alt, b_swap, a_inv_norm, b_inv_norm, scale, offset);
   const at::Tensor bs = x.vec(bias.reshape({}));
